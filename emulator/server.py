@@ -1,0 +1,160 @@
+"""The emulator as one process: store, OIDC issuer, dispatcher, gRPC and HTTP servers.
+
+Everything runs on one asyncio loop; SQLite calls are short and made from that loop, so
+no two requests ever interleave inside a store operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from google.cloud import tasks_v2, tasks_v2beta3
+from google.iam.v1 import iam_policy_pb2
+from google.protobuf import field_mask_pb2
+
+from emulator.clock import duration, now_us
+from emulator.config import ConfigError, EmulatorConfig, QueueConfig
+from emulator.dispatcher import Dispatcher
+from emulator.errors import ApiError
+from emulator.grpc_server import GrpcRouter
+from emulator.http_api import oidc_routes
+from emulator.oidc import Issuer
+from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
+from emulator.store import Store
+from emulator.tasks_service import CloudTasksService, Limits
+
+log = logging.getLogger("emulator")
+
+TASKS_V2 = "google.cloud.tasks.v2.CloudTasks"
+TASKS_V2BETA3 = "google.cloud.tasks.v2beta3.CloudTasks"
+
+
+class Emulator:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        db: str | Path = ":memory:",
+        host: str = "127.0.0.1",
+        port: int = 8123,
+        http_port: int = 8124,
+    ) -> None:
+        self.config = config
+        self.db = str(db)
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self.router = GrpcRouter()
+        self.http_app = web.Application()
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._janitor: asyncio.Task[None] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    async def start(self) -> None:
+        self.store = Store(self.db)
+        self.issuer = Issuer(self.store)
+        limits = Limits(self.config.task_name_reservation_s, self.config.queue_name_reservation_s)
+        self.dispatcher = Dispatcher(self.store, self.issuer, limits.task_name_reservation_s)
+        self.tasks = CloudTasksService(self.store, self.dispatcher, limits)
+        self._register_tasks_api()
+        oidc_routes(self.http_app, self.issuer)
+        self._apply_config()
+        await self.dispatcher.start()
+
+        self._grpc, self.port = self.router.server(self.host, self.port)
+        await self._grpc.start()
+        self._http = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
+        await self._http.setup()
+        site = web.TCPSite(self._http, self.host, self.http_port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._janitor = asyncio.get_running_loop().create_task(self._expire_reservations())
+
+    async def stop(self) -> None:
+        if self._janitor:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+        if self._grpc:
+            await self._grpc.stop(grace=1)
+        if self._http:
+            await self._http.cleanup()
+        await self.dispatcher.stop()
+        self.store.close()
+
+    def _register_tasks_api(self) -> None:
+        t = tasks_v2
+        self.router.add_all(TASKS_V2, self.tasks, {
+            "ListQueues": t.ListQueuesRequest.pb(),
+            "GetQueue": t.GetQueueRequest.pb(),
+            "CreateQueue": t.CreateQueueRequest.pb(),
+            "UpdateQueue": t.UpdateQueueRequest.pb(),
+            "DeleteQueue": t.DeleteQueueRequest.pb(),
+            "PurgeQueue": t.PurgeQueueRequest.pb(),
+            "PauseQueue": t.PauseQueueRequest.pb(),
+            "ResumeQueue": t.ResumeQueueRequest.pb(),
+            "GetIamPolicy": iam_policy_pb2.GetIamPolicyRequest,
+            "SetIamPolicy": iam_policy_pb2.SetIamPolicyRequest,
+            "TestIamPermissions": iam_policy_pb2.TestIamPermissionsRequest,
+            "ListTasks": t.ListTasksRequest.pb(),
+            "GetTask": t.GetTaskRequest.pb(),
+            "CreateTask": t.CreateTaskRequest.pb(),
+            "DeleteTask": t.DeleteTaskRequest.pb(),
+            "RunTask": t.RunTaskRequest.pb(),
+        })
+        # Queue stats exist only in v2beta3 (Queue.stats through read_mask).
+        self.router.add(TASKS_V2BETA3, "GetQueue", self.tasks.GetQueueBeta,
+                        tasks_v2beta3.GetQueueRequest.pb())
+        self.router.add(TASKS_V2BETA3, "ListQueues", self.tasks.ListQueuesBeta,
+                        tasks_v2beta3.ListQueuesRequest.pb())
+
+    def _apply_config(self) -> None:
+        """Create (or bring up to date) the queues the configuration names."""
+        for qc in self.config.queues:
+            name = self.config.queue_name(qc.name)
+            update, paths = _queue_update(name, qc)
+            current = self.store.get_queue(name)
+            if current is None:
+                current = Queue(name=name)
+                validate_and_default(current)
+            try:
+                queue = apply_update(current, update, field_mask_pb2.FieldMask(paths=paths))
+            except ApiError as e:
+                raise ConfigError(f"queue {qc.name!r}: {e.message}") from None
+            queue.state = PAUSED if qc.paused else RUNNING
+            self.store.put_queue(queue)
+
+    async def _expire_reservations(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, max(1.0, self.config.task_name_reservation_s / 4)))
+            try:
+                self.store.expire_reservations(now_us())
+            except Exception:
+                log.exception("could not expire task name reservations")
+
+
+def _queue_update(name: str, qc: QueueConfig) -> tuple[Queue, list[str]]:
+    queue = Queue(name=name)
+    paths: list[str] = []
+    for field, value in qc.rate_limits.model_dump(exclude_none=True).items():
+        setattr(queue.rate_limits, field, value)
+        paths.append(f"rate_limits.{field}")
+    for field, value in qc.retry_config.model_dump(exclude_none=True).items():
+        if field.endswith("_s"):
+            proto_field = field[:-2]
+            getattr(queue.retry_config, proto_field).CopyFrom(duration(value))
+        else:
+            proto_field = field
+            setattr(queue.retry_config, field, value)
+        paths.append(f"retry_config.{proto_field}")
+    return queue, paths

@@ -1,0 +1,411 @@
+"""The Cloud Tasks v2 API: validation, status codes and messages as the real service answers.
+
+Each method takes the request proto and returns the response proto, or raises ``ApiError``
+with Google's code and wording; ``grpc_server`` serves them. Methods the emulator does not
+implement are not registered, so gRPC answers UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import grpc
+from google.cloud import tasks_v2, tasks_v2beta3
+from google.iam.v1 import iam_policy_pb2
+from google.protobuf import empty_pb2
+
+from emulator.clock import US, duration, from_timestamp, now_us, seconds, to_timestamp
+from emulator.dispatcher import USER_AGENT, Dispatcher
+from emulator.errors import ApiError, invalid, not_found
+from emulator.iam import Policy, PolicyStore
+from emulator.names import parse_location, parse_queue, parse_task
+from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
+from emulator.store import Store, Task
+
+ListQueuesRequest = tasks_v2.ListQueuesRequest.pb()
+ListQueuesResponse = tasks_v2.ListQueuesResponse.pb()
+GetQueueRequest = tasks_v2.GetQueueRequest.pb()
+CreateQueueRequest = tasks_v2.CreateQueueRequest.pb()
+UpdateQueueRequest = tasks_v2.UpdateQueueRequest.pb()
+DeleteQueueRequest = tasks_v2.DeleteQueueRequest.pb()
+PurgeQueueRequest = tasks_v2.PurgeQueueRequest.pb()
+PauseQueueRequest = tasks_v2.PauseQueueRequest.pb()
+ResumeQueueRequest = tasks_v2.ResumeQueueRequest.pb()
+ListTasksRequest = tasks_v2.ListTasksRequest.pb()
+ListTasksResponse = tasks_v2.ListTasksResponse.pb()
+GetTaskRequest = tasks_v2.GetTaskRequest.pb()
+CreateTaskRequest = tasks_v2.CreateTaskRequest.pb()
+DeleteTaskRequest = tasks_v2.DeleteTaskRequest.pb()
+RunTaskRequest = tasks_v2.RunTaskRequest.pb()
+QueueB3 = tasks_v2beta3.Queue.pb()
+QueueStatsB3 = tasks_v2beta3.QueueStats.pb()
+GetQueueRequestB3 = tasks_v2beta3.GetQueueRequest.pb()
+ListQueuesRequestB3 = tasks_v2beta3.ListQueuesRequest.pb()
+ListQueuesResponseB3 = tasks_v2beta3.ListQueuesResponse.pb()
+BASIC = tasks_v2.Task.View.BASIC.value
+FULL = tasks_v2.Task.View.FULL.value
+QUEUE_MISSING = (
+    "Queue does not exist. If you just created the queue, wait at least a minute for the "
+    "queue to initialize."
+)
+ENTITY_MISSING = "Requested entity was not found."
+TASK_GONE = (
+    "The task no longer exists, though a task with this name existed recently. The task "
+    "either successfully completed or was deleted."
+)
+TASK_TOO_RECENT = (
+    "The task cannot be created because a task with this name existed too recently. For more "
+    "information about task de-duplication see https://cloud.google.com/tasks/docs/reference/"
+    "rest/v2/projects.locations.queues.tasks/create#body.request_body.FIELDS.task."
+)
+MAX_TASK_BYTES = 1_048_569  # measured against Cloud Tasks: larger stored tasks are refused
+MAX_SCHEDULE_AHEAD_S = 720 * 3600
+MIN_DEADLINE_S, MAX_DEADLINE_S, DEFAULT_DEADLINE_S = 15, 1800, 600
+MAX_TASK_PAGE, MAX_QUEUE_PAGE = 1000, 9800
+QUEUE_PERMISSIONS = frozenset(
+    [f"cloudtasks.queues.{v}" for v in
+     ("get", "update", "delete", "pause", "resume", "purge", "getIamPolicy", "setIamPolicy")]
+    + [f"cloudtasks.tasks.{v}" for v in ("create", "get", "list", "delete", "run", "fullView")]
+)
+_PACIFIC = ZoneInfo("America/Los_Angeles")
+
+
+@dataclass
+class Limits:
+    """How long names stay reserved (Cloud Tasks: about 1 h for tasks, 7 days for queues)."""
+
+    task_name_reservation_s: float = 3600.0
+    queue_name_reservation_s: float = 7 * 24 * 3600.0
+
+
+def _page_token(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode()
+
+
+def _read_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(
+            "Invalid page_token: pass the next_page_token of the previous response unchanged."
+        ) from None
+
+
+def _page_size(size: int, maximum: int) -> int:
+    if size < 0:
+        raise invalid(f"page_size must not be negative; the maximum is {maximum}.")
+    return min(size or maximum, maximum)
+
+
+def _view(task: Task, view: int) -> Task:
+    out = Task()
+    out.CopyFrom(task)
+    out.view = FULL if view == FULL else BASIC
+    if out.view == BASIC:
+        out.http_request.ClearField("body")
+    return out
+
+
+class CloudTasksService:
+    def __init__(self, store: Store, dispatcher: Dispatcher, limits: Limits) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.policies = PolicyStore(store)
+
+    # -- queues -----------------------------------------------------------------------
+
+    def _queue(self, name: str) -> Queue:
+        parse_queue(name)
+        queue = self.store.get_queue(name)
+        if queue is None:
+            raise not_found(QUEUE_MISSING)
+        return queue
+
+    def ListQueues(self, req: ListQueuesRequest) -> ListQueuesResponse:
+        queues, token = self._list_queues(req.parent, req.filter, req.page_size, req.page_token)
+        return ListQueuesResponse(queues=queues, next_page_token=token)
+
+    def _list_queues(self, parent: str, filter_: str, size: int, token: str) -> tuple[list, str]:
+        parse_location(parent)
+        limit = _page_size(size, MAX_QUEUE_PAGE)
+        state = _state_filter(filter_)
+        after = _read_token(token) if token else ""
+        out: list[Queue] = []
+        while len(out) <= limit:
+            batch = self.store.list_queues(parent, after, 500)
+            if not batch:
+                break
+            after = batch[-1].name
+            out.extend(q for q in batch if state is None or q.state == state)
+        page = out[:limit]
+        return page, (_page_token(page[-1].name) if len(out) > limit else "")
+
+    def GetQueue(self, req: GetQueueRequest) -> Queue:
+        return self._queue(req.name)
+
+    def CreateQueue(self, req: CreateQueueRequest) -> Queue:
+        parse_location(req.parent)
+        name = parse_queue(req.queue.name)
+        if name.parent != req.parent:
+            raise invalid(f"{req.queue.name} must begin with {req.parent}.")
+        if self.store.get_queue(req.queue.name) is not None:
+            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "Queue already exists")
+        self._check_not_recently_deleted(req.queue.name)
+        queue = Queue()
+        queue.CopyFrom(req.queue)
+        return self._save_new_queue(queue)
+
+    def _check_not_recently_deleted(self, name: str) -> None:
+        deleted = self.store.queue_deleted_at(name)
+        if deleted is not None and now_us() - deleted < self.limits.queue_name_reservation_s * US:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "The queue cannot be created because a queue with this name existed too "
+                "recently.",
+            )
+
+    def _save_new_queue(self, queue: Queue) -> Queue:
+        # state and purge_time are output only.
+        queue.ClearField("state")
+        queue.ClearField("purge_time")
+        validate_and_default(queue)
+        self.store.put_queue(queue)
+        self.dispatcher.sync_queue(queue)
+        return queue
+
+    def UpdateQueue(self, req: UpdateQueueRequest) -> Queue:
+        parse_queue(req.queue.name)
+        current = self.store.get_queue(req.queue.name)
+        if current is None:  # UpdateQueue creates a missing queue
+            self._check_not_recently_deleted(req.queue.name)
+            current = Queue(name=req.queue.name)
+            validate_and_default(current)
+            updated = apply_update(current, req.queue, req.update_mask)
+            return self._save_new_queue(updated)
+        updated = apply_update(current, req.queue, req.update_mask)
+        self.store.put_queue(updated)
+        self.dispatcher.sync_queue(updated)
+        return updated
+
+    def DeleteQueue(self, req: DeleteQueueRequest) -> empty_pb2.Empty:
+        parse_queue(req.name)
+        if self.store.get_queue(req.name) is None:
+            raise not_found(ENTITY_MISSING)
+        self.store.delete_queue(req.name, now_us())
+        self.dispatcher.drop_queue(req.name)
+        return empty_pb2.Empty()
+
+    def PurgeQueue(self, req: PurgeQueueRequest) -> Queue:
+        queue = self._queue(req.name)
+        now = now_us()
+        self.store.purge(req.name, now + int(self.limits.task_name_reservation_s * US))
+        queue.purge_time.CopyFrom(to_timestamp(now))
+        self.store.put_queue(queue)
+        return queue
+
+    def PauseQueue(self, req: PauseQueueRequest) -> Queue:
+        return self._set_state(req.name, PAUSED)
+
+    def ResumeQueue(self, req: ResumeQueueRequest) -> Queue:
+        return self._set_state(req.name, RUNNING)
+
+    def _set_state(self, name: str, state: int) -> Queue:
+        queue = self._queue(name)
+        queue.state = state
+        self.store.put_queue(queue)
+        self.dispatcher.sync_queue(queue)
+        return queue
+
+    # -- queue IAM --------------------------------------------------------------------
+
+    def GetIamPolicy(self, req: iam_policy_pb2.GetIamPolicyRequest) -> Policy:
+        self._queue(req.resource)
+        return self.policies.get(req.resource)
+
+    def SetIamPolicy(self, req: iam_policy_pb2.SetIamPolicyRequest) -> Policy:
+        self._queue(req.resource)
+        return self.policies.set(req.resource, req)
+
+    def TestIamPermissions(
+        self, req: iam_policy_pb2.TestIamPermissionsRequest
+    ) -> iam_policy_pb2.TestIamPermissionsResponse:
+        self._queue(req.resource)
+        return self.policies.test(req, QUEUE_PERMISSIONS)
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def ListTasks(self, req: ListTasksRequest) -> ListTasksResponse:
+        self._queue(req.parent)
+        limit = _page_size(req.page_size, MAX_TASK_PAGE)
+        after = int(_read_token(req.page_token) or 0) if req.page_token else 0
+        rows = self.store.list_tasks(req.parent, after, limit + 1)
+        page = rows[:limit]
+        return ListTasksResponse(
+            tasks=[_view(r.task, req.response_view) for r in page],
+            next_page_token=_page_token(str(page[-1].seq)) if len(rows) > limit else "",
+        )
+
+    def _gone(self, name: str) -> ApiError:
+        reserved = self.store.reserved_until(name)
+        if reserved is not None and reserved > now_us():
+            return not_found(TASK_GONE)
+        return not_found(ENTITY_MISSING)
+
+    def GetTask(self, req: GetTaskRequest) -> Task:
+        parse_task(req.name)
+        row = self.store.get_task(req.name)
+        if row is None:
+            raise self._gone(req.name)
+        return _view(row.task, req.response_view)
+
+    def DeleteTask(self, req: DeleteTaskRequest) -> empty_pb2.Empty:
+        parse_task(req.name)
+        reserve = now_us() + int(self.limits.task_name_reservation_s * US)
+        if not self.store.remove_task(req.name, reserve):
+            raise self._gone(req.name)
+        return empty_pb2.Empty()
+
+    def RunTask(self, req: RunTaskRequest) -> Task:
+        parse_task(req.name)
+        row = self.store.lease(req.name)
+        if row is None:
+            raise self._gone(req.name)
+        self.dispatcher.run_now(row)
+        return _view(row.task, req.response_view)
+
+    def CreateTask(self, req: CreateTaskRequest) -> Task:
+        queue_name = parse_queue(req.parent)
+        task = Task()
+        task.CopyFrom(req.task)
+        if task.name:
+            named = parse_task(task.name)
+            if str(named.queue) != req.parent:
+                raise invalid(
+                    f"The queue name from request ('{req.parent}') must be the same as the "
+                    f"queue name in the named task ('{named.queue}')."
+                )
+        if self.store.get_queue(req.parent) is None:
+            raise not_found(QUEUE_MISSING)
+        now = now_us()
+        self._check_target(task)
+        self._check_schedule(task, now)
+        self._check_deadline(task)
+        for field in ("create_time", "dispatch_count", "response_count", "first_attempt",
+                      "last_attempt", "view"):
+            task.ClearField(field)
+        if not task.name:
+            task.name = f"{queue_name}/tasks/{_generated_id()}"
+        task.create_time.seconds = now // US  # Cloud Tasks keeps whole seconds here
+        headers = task.http_request.headers
+        for key in [k for k in headers if k.lower() == "user-agent"]:
+            del headers[key]
+        headers["User-Agent"] = USER_AGENT
+        task.view = FULL
+        if task.ByteSize() > MAX_TASK_BYTES:
+            raise invalid("Task size too large")
+        reserved = self.store.reserved_until(task.name)
+        if reserved is not None and reserved > now:
+            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, TASK_TOO_RECENT)
+        if not self.store.insert_task(req.parent, task):
+            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists")
+        # Due now or later, the runner re-reads when its next task is due.
+        self.dispatcher.wake(req.parent)
+        return _view(task, req.response_view)
+
+    @staticmethod
+    def _check_target(task: Task) -> None:
+        if task.HasField("app_engine_http_request"):
+            raise ApiError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "App Engine tasks are not supported by the emulator: use an http_request.",
+            )
+        url = task.http_request.url
+        if not url:
+            raise invalid("HttpRequest.url is required.")
+        if not url.startswith(("http://", "https://")):
+            raise invalid("HttpTarget.url must start with 'http://' or 'https://'.")
+
+    @staticmethod
+    def _check_schedule(task: Task, now: int) -> None:
+        if not task.HasField("schedule_time") or from_timestamp(task.schedule_time) < now:
+            task.schedule_time.CopyFrom(to_timestamp(now))
+            return
+        # Cloud Tasks keeps microseconds.
+        task.schedule_time.CopyFrom(to_timestamp(from_timestamp(task.schedule_time)))
+        if from_timestamp(task.schedule_time) - now > MAX_SCHEDULE_AHEAD_S * US:
+            when = dt.datetime.fromtimestamp(task.schedule_time.seconds, _PACIFIC)
+            raise invalid(
+                f"The Task.scheduleTime, {when.isoformat()}, is too far in the future. "
+                "Schedule time must be no more than 720h in the future."
+            )
+
+    @staticmethod
+    def _check_deadline(task: Task) -> None:
+        if not task.HasField("dispatch_deadline"):
+            task.dispatch_deadline.CopyFrom(duration(DEFAULT_DEADLINE_S))
+            return
+        if not MIN_DEADLINE_S <= seconds(task.dispatch_deadline) <= MAX_DEADLINE_S:
+            raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
+
+    # -- v2beta3: queue stats through read_mask -------------------------------------------
+
+    def stats(self, queue: Queue) -> QueueStatsB3:
+        count, oldest = self.store.queue_counts(queue.name)
+        runner = self.dispatcher.runners.get(queue.name)
+        stats = QueueStatsB3(
+            tasks_count=count,
+            executed_last_minute_count=runner.executed_last_minute() if runner else 0,
+            concurrent_dispatches_count=len(runner.inflight) if runner else 0,
+            effective_execution_rate=(
+                queue.rate_limits.max_dispatches_per_second if queue.state == RUNNING else 0.0
+            ),
+        )
+        if oldest is not None:
+            stats.oldest_estimated_arrival_time.CopyFrom(to_timestamp(oldest))
+        return stats
+
+    def _beta(self, queue: Queue, read_mask: list[str]) -> QueueB3:
+        out = QueueB3(name=queue.name, state=queue.state, type_=QueueB3.PUSH)
+        out.rate_limits.MergeFromString(queue.rate_limits.SerializeToString())
+        out.retry_config.MergeFromString(queue.retry_config.SerializeToString())
+        if queue.HasField("purge_time"):
+            out.purge_time.CopyFrom(queue.purge_time)
+        out.tombstone_ttl.CopyFrom(duration(self.limits.task_name_reservation_s))
+        out.task_ttl.CopyFrom(duration(31 * 24 * 3600))
+        if "stats" in read_mask:
+            out.stats.CopyFrom(self.stats(queue))
+        return out
+
+    def GetQueueBeta(self, req: GetQueueRequestB3) -> QueueB3:
+        return self._beta(self._queue(req.name), list(req.read_mask.paths))
+
+    def ListQueuesBeta(self, req: ListQueuesRequestB3) -> ListQueuesResponseB3:
+        queues, token = self._list_queues(req.parent, req.filter, req.page_size, req.page_token)
+        paths = list(req.read_mask.paths)
+        return ListQueuesResponseB3(
+            queues=[self._beta(q, paths) for q in queues], next_page_token=token
+        )
+
+
+def _generated_id() -> str:
+    # Cloud Tasks names unnamed tasks with a long random number.
+    return str(secrets.randbelow(9 * 10**18) + 10**18)
+
+
+def _state_filter(filter_: str) -> int | None:
+    text = filter_.replace(" ", "")
+    if not text:
+        return None
+    for sep in (":", "="):
+        key, _, value = text.partition(sep)
+        if key == "state" and value in ("RUNNING", "PAUSED", "DISABLED"):
+            return tasks_v2.Queue.State[value].value
+    raise invalid(
+        f'Unsupported filter "{filter_}": the emulator filters queues by state only, '
+        'for example "state: PAUSED".'
+    )
