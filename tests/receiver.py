@@ -34,6 +34,8 @@ class Receiver:
         self._cond = threading.Condition()
         self._script: dict[str, list[int]] = {}
         self._delay: dict[str, float] = {}
+        self._active = 0
+        self.max_concurrent = 0  # the most requests it was handling at once
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,16 +45,21 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = self.path
-                delay = receiver._delay.get(path, 0.0)
-                if delay:
-                    time.sleep(delay)
+                # Recorded on arrival, so a test sees a request its handler is still holding.
                 with receiver._cond:
+                    receiver._active += 1
+                    receiver.max_concurrent = max(receiver.max_concurrent, receiver._active)
                     script = receiver._script.get(path)
                     status = script.pop(0) if script else 200
                     receiver.requests.append(
                         Received(self.command, path, list(self.headers.items()), body)
                     )
                     receiver._cond.notify_all()
+                delay = receiver._delay.get(path, 0.0)
+                if delay:
+                    time.sleep(delay)
+                with receiver._cond:
+                    receiver._active -= 1
                 payload = b'{"ok": true}'
                 try:
                     self.send_response(status)
