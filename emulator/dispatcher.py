@@ -91,6 +91,7 @@ class Dispatcher:
         await asyncio.gather(*(r.stop() for r in runners))
         if self.session:
             await self.session.close()
+            self.session = None
 
     def sync_queue(self, queue: Queue) -> None:
         """A queue was created or changed: (re)configure its runner."""

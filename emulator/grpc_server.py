@@ -64,7 +64,13 @@ class GrpcRouter:
                 for name, methods in self._services.items()
             )
         )
-        bound = server.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
         if not bound:
-            raise OSError(f"cannot listen on {host}:{port} for gRPC: is the port in use?")
+            raise OSError(
+                f"cannot listen on {host}:{port} for gRPC: the port is in use. "
+                "Stop what uses it or pass another --port."
+            )
         return server, bound

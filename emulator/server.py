@@ -66,19 +66,31 @@ class Emulator:
         self.tasks = CloudTasksService(self.store, self.dispatcher, limits)
         self._register_tasks_api()
         oidc_routes(self.http_app, self.issuer)
-        self._apply_config()
-        await self.dispatcher.start()
+        try:
+            self._apply_config()
+            await self._listen()
+            await self.dispatcher.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._janitor = asyncio.get_running_loop().create_task(self._expire_reservations())
 
+    async def _listen(self) -> None:
         self._grpc, self.port = self.router.server(self.host, self.port)
-        await self._grpc.start()
         self._http = web.AppRunner(self.http_app, access_log=None, handle_signals=False)
         await self._http.setup()
         site = web.TCPSite(self._http, self.host, self.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise OSError(
+                f"cannot listen on {self.host}:{self.http_port} for HTTP: {e.strerror}. "
+                "Stop what uses it or pass another --http-port."
+            ) from None
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self._janitor = asyncio.get_running_loop().create_task(self._expire_reservations())
+        await self._grpc.start()
 
     async def stop(self) -> None:
         if self._janitor:
