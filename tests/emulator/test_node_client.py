@@ -12,97 +12,23 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+from tests.emulator.harness import LOCATION, PROJECT, ROOT, RunningEmulator
 from tests.receiver import Receiver
 
-ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node"
-READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,]+),")
-PROJECT, LOCATION = "node-project", "us-central1"
 SERVICE_ACCOUNT = "node-client@local-project.iam.gserviceaccount.com"  # as client.mjs sends it
 INSTALL_NODE = (
     "Install Node.js 20 or newer (it comes with npm; https://nodejs.org/ or your package manager) "
     "and put `node` and `npm` on PATH: this test proves the Node client works with the emulator."
 )
 NPM_CI_TIMEOUT_S = 180
-
-
-@dataclass
-class Emulator:
-    proc: subprocess.Popen[str]
-    target: str
-    stderr: list[str] = field(default_factory=list)
-
-    def log_tail(self, n: int = 30) -> str:
-        return "".join(self.stderr[-n:])
-
-
-@pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    """``python -m emulator`` on ephemeral ports, with an empty in-memory state."""
-    config = tmp_path / "emulator.toml"
-    config.write_text(f'project = "{PROJECT}"\nlocation = "{LOCATION}"\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", "0", "--http-port", "0",
-         "--db", ":memory:", "--config", str(config)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    stderr: list[str] = []
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read_stdout() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
-    threading.Thread(target=read_stdout, daemon=True).start()
-    try:
-        target = None
-        deadline = time.monotonic() + 20
-        while target is None:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                pytest.fail(f"the emulator did not print its ready line: {''.join(stderr)}")
-            if m := READY.search(line):
-                target = f"{m['host']}:{m['port']}"
-        em = Emulator(proc, target, stderr)
-        yield em
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise
-    assert rc == 0, f"the emulator stopped with {rc}: {''.join(stderr[-30:])}"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def _tool(name: str) -> str:
@@ -156,7 +82,7 @@ def _jwt_claims(token: str) -> dict[str, object]:
 
 
 @pytest.mark.timeout(NPM_CI_TIMEOUT_S + 120)
-def test_node_client_unchanged(emulator: Emulator, receiver: Receiver) -> None:
+def test_node_client_unchanged(emulator: RunningEmulator, receiver: Receiver) -> None:
     node = node_with_modules()
     queue_id = f"node-{uuid.uuid4().hex[:8]}"
     path = f"/node-client/{queue_id}"
@@ -171,7 +97,7 @@ def test_node_client_unchanged(emulator: Emulator, receiver: Receiver) -> None:
     if run.returncode != 0:
         pytest.fail(
             f"client.mjs exited {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}\n"
-            f"emulator log:\n{emulator.log_tail()}",
+            f"emulator log:\n{''.join(emulator.stderr[-30:])}",
             pytrace=False,
         )
     out = json.loads(run.stdout.strip().splitlines()[-1])
