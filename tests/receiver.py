@@ -28,6 +28,12 @@ class Received:
         return None
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops bursts of connections (the client retries a second
+    # later), which would look like slow dispatch.
+    request_queue_size = 1024
+
+
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
@@ -75,7 +81,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

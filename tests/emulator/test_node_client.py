@@ -19,9 +19,11 @@ import uuid
 
 import pytest
 
-from tests.emulator.harness import LOCATION, PROJECT, ROOT, RunningEmulator
+from tests.emulator.harness import LOCATION, ROOT, RunningEmulator
 from tests.receiver import Receiver
 
+# A project of its own, so that the queues other tests made on the shared emulator are not listed.
+NODE_PROJECT = "node-project"
 NODE_DIR = ROOT / "tests" / "node"
 SERVICE_ACCOUNT = "node-client@local-project.iam.gserviceaccount.com"  # as client.mjs sends it
 INSTALL_NODE = (
@@ -89,7 +91,7 @@ def test_node_client_unchanged(emulator: RunningEmulator, receiver: Receiver) ->
     # No Google account, no ADC, no gcloud: whatever the environment holds is not used.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GOOGLE_", "GCLOUD_", "CLOUDSDK_", "GCE_"))}
-    env |= {"CLOUD_TASKS_PROJECT": PROJECT, "CLOUD_TASKS_LOCATION": LOCATION}
+    env |= {"CLOUD_TASKS_PROJECT": NODE_PROJECT, "CLOUD_TASKS_LOCATION": LOCATION}
     run = subprocess.run(
         [node, str(NODE_DIR / "client.mjs"), emulator.target, receiver.url + path, queue_id],
         cwd=NODE_DIR, capture_output=True, text=True, timeout=60, env=env,
@@ -102,7 +104,7 @@ def test_node_client_unchanged(emulator: RunningEmulator, receiver: Receiver) ->
         )
     out = json.loads(run.stdout.strip().splitlines()[-1])
 
-    queue_name = f"projects/{PROJECT}/locations/{LOCATION}/queues/{queue_id}"
+    queue_name = f"projects/{NODE_PROJECT}/locations/{LOCATION}/queues/{queue_id}"
     assert out["queue"] == out["getQueue"] == queue_name
     assert out["queueState"] == "RUNNING"
     assert out["listQueues"] == 1 and out["queueListed"] is True
