@@ -196,11 +196,11 @@ def test_stats_through_v2beta3_read_mask(emulator, client, make_queue, receiver)
     assert {x.name: x.stats.tasks_count for x in listed}[q] == 1
 
 
-def test_methods_not_emulated_answer_unimplemented(client, make_queue):
-    q = make_queue()
+def test_methods_not_emulated_answer_unimplemented(client):
+    with pytest.raises(gexc.MethodNotImplemented):
+        client.get_cmek_config(request={"name": f"{PARENT}/cmekConfig"})
     with pytest.raises(gexc.MethodNotImplemented):
         client.get_location(request={"name": PARENT})
-    del q
 
 
 def test_retry_config_durations_survive(client):
