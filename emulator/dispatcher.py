@@ -14,17 +14,18 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import lru_cache
 
 import aiohttp
 import grpc
 from google.cloud import tasks_v2
 
 from emulator.clock import US, now_us, seconds, to_timestamp
-from emulator.names import parse_task
 from emulator.oidc import Issuer
 from emulator.queues import RUNNING, Queue, retry_policy
 from emulator.retry import RetryPolicy
-from emulator.store import Store, TaskRow
+from emulator.store import Store, Task, TaskRow
 
 log = logging.getLogger("emulator.dispatch")
 
@@ -49,6 +50,14 @@ _HTTP_TO_CODE = {
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 MAX_BATCH = 500
+# Attempts that may wait for the event loop at once (all queues): past this the process
+# is saturated, and leasing more would not send them any sooner.
+MAX_UNSTARTED = 64
+
+
+@lru_cache(maxsize=64)
+def _timeout(deadline_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=deadline_s)
 
 
 def status_of(http_status: int) -> grpc.StatusCode:
@@ -71,6 +80,8 @@ class Dispatcher:
         self.reserve_s = reserve_s
         self.runners: dict[str, QueueRunner] = {}
         self.session: aiohttp.ClientSession | None = None
+        self._writes: list[Callable[[], object]] = []
+        self.unstarted = 0  # attempts created whose coroutine has not run yet
 
     async def start(self) -> None:
         # Nothing is in flight after a restart: what was being sent is due again.
@@ -89,9 +100,28 @@ class Dispatcher:
         runners = list(self.runners.values())
         self.runners.clear()
         await asyncio.gather(*(r.stop() for r in runners))
+        self._flush()
         if self.session:
             await self.session.close()
             self.session = None
+
+    def record(self, write: Callable[[], object]) -> None:
+        """Write an attempt's outcome soon: all outcomes of one loop turn share a commit.
+
+        Should the process die before that commit, the task is still leased in the store,
+        so it is dispatched again after restart: at least once, as Cloud Tasks promises.
+        """
+        self._writes.append(write)
+        if len(self._writes) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        writes, self._writes = self._writes, []
+        if not writes:
+            return
+        with self.store.transaction():
+            for write in writes:
+                write()
 
     def sync_queue(self, queue: Queue) -> None:
         """A queue was created or changed: (re)configure its runner."""
@@ -121,6 +151,7 @@ class QueueRunner:
     def __init__(self, dispatcher: Dispatcher, queue: Queue) -> None:
         self.d = dispatcher
         self.name = queue.name
+        self.queue_id = queue.name.rsplit("/", 1)[1]
         self.inflight: set[asyncio.Task[None]] = set()
         self.responses: deque[float] = deque()  # monotonic times, for the last-minute count
         self._event = asyncio.Event()
@@ -172,15 +203,25 @@ class QueueRunner:
         free = self.concurrency - len(self.inflight)
         if free <= 0:
             return None  # an attempt that ends wakes the runner
+        backlog = MAX_UNSTARTED - self.d.unstarted
+        if backlog <= 0:
+            # The process is behind: more attempts now would only wait in the event loop,
+            # each holding a connection of its own. Look again once it has caught up.
+            return 0.005
+        free = min(free, backlog)
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
         if self._tokens < 1:
-            return (1 - self._tokens) / self.rate
+            # Wait for a few tokens rather than one: at 500/s that is a wake-up every 10 ms
+            # leasing 5 tasks, not every 2 ms leasing one; the rate is the same.
+            want = min(self.burst, max(1.0, self.rate / 100))
+            return (want - self._tokens) / self.rate
         n = min(free, int(self._tokens), MAX_BATCH)
-        rows = self.d.store.lease_due(self.name, now_us(), n)
-        for row in rows:
-            self.start_attempt(row)
+        with self.d.store.transaction():  # the lease and the dispatch records: one commit
+            rows = self.d.store.lease_due(self.name, now_us(), n)
+            for row in rows:
+                self.start_attempt(row)
         self._tokens -= len(rows)
         if len(rows) == n:
             return 0
@@ -205,6 +246,7 @@ class QueueRunner:
         task.dispatch_count += 1
         task.last_attempt.CopyFrom(attempt)
         self.d.store.save_attempt(row, leased=True)
+        self.d.unstarted += 1
         t = asyncio.get_running_loop().create_task(self._attempt(row, retry_count))
         self.inflight.add(t)
         t.add_done_callback(self._ended)
@@ -214,6 +256,7 @@ class QueueRunner:
         self._event.set()
 
     async def _attempt(self, row: TaskRow, retry_count: int) -> None:
+        self.d.unstarted -= 1
         task = row.task
         http = task.http_request
         deadline = seconds(task.dispatch_deadline) or 600.0
@@ -226,7 +269,7 @@ class QueueRunner:
                 http.url,
                 data=http.body or None,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=deadline),
+                timeout=_timeout(deadline),
                 skip_auto_headers=("Content-Type",),
                 allow_redirects=True,
             ) as resp:
@@ -251,11 +294,10 @@ class QueueRunner:
             and not k.lower().startswith(_OWNED_PREFIXES)
             and not ((oidc or http.HasField("oauth_token")) and k.lower() == "authorization")
         }
-        task_name = parse_task(task.name)
         headers.update({
             "User-Agent": USER_AGENT,
-            "X-CloudTasks-QueueName": task_name.queue.queue_id,
-            "X-CloudTasks-TaskName": task_name.task_id,
+            "X-CloudTasks-QueueName": self.queue_id,
+            "X-CloudTasks-TaskName": task.name.rsplit("/", 1)[1],
             "X-CloudTasks-TaskRetryCount": str(retry_count),
             "X-CloudTasks-TaskExecutionCount": str(row.execution_count),
             "X-CloudTasks-TaskETA": f"{task.schedule_time.ToMicroseconds() / US:.6f}",
@@ -287,7 +329,7 @@ class QueueRunner:
         store = self.d.store
         reserve_until = now + int(self.d.reserve_s * US)
         if code == grpc.StatusCode.OK:
-            store.remove_task(task.name, reserve_until)
+            self.d.record(lambda: store.remove_task(task.name, reserve_until))
             return
         if got is not None and got < 500:
             row.execution_count += 1
@@ -300,13 +342,17 @@ class QueueRunner:
         if policy.exhausted(task.dispatch_count, since_first):
             log.info("%s: giving up after %d attempts (%s)", task.name, task.dispatch_count,
                      task.last_attempt.response_status.message)
-            store.remove_task(task.name, reserve_until)
+            self.d.record(lambda: store.remove_task(task.name, reserve_until))
             return
         task.schedule_time.CopyFrom(
             to_timestamp(now + int(policy.backoff_s(task.dispatch_count) * US))
         )
-        if store.save_attempt(row, leased=False):
-            self._event.set()
 
-    def _policy(self, task: tasks_v2.Task.pb) -> RetryPolicy:  # type: ignore[name-defined]
+        def save() -> None:
+            if store.save_attempt(row, leased=False):
+                self._event.set()
+
+        self.d.record(save)
+
+    def _policy(self, task: Task) -> RetryPolicy:
         return retry_policy(task.retry_config) if task.HasField("retry_config") else self.retry
