@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emulator.names import _LOCATION, _PROJECT, QUEUE_ID_RE
+from emulator.names import LOCATION_PATTERN, PROJECT_PATTERN, QUEUE_ID_RE
 
 
 class _Strict(BaseModel):
@@ -47,8 +47,8 @@ class QueueConfig(_Strict):
 
 
 class EmulatorConfig(_Strict):
-    project: str = Field("local-project", pattern=f"^{_PROJECT}$")
-    location: str = Field("us-central1", pattern=f"^{_LOCATION}$")
+    project: str = Field("local-project", pattern=f"^{PROJECT_PATTERN}$")
+    location: str = Field("us-central1", pattern=f"^{LOCATION_PATTERN}$")
     task_name_reservation_s: float = Field(3600.0, ge=0)
     queue_name_reservation_s: float = Field(7 * 24 * 3600.0, ge=0)
     queues: list[QueueConfig] = []

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 from emulator.errors import invalid
 
-_PROJECT = r"[A-Za-z0-9\-.:]+"
-_LOCATION = r"[A-Za-z0-9\-]+"
-LOCATION_RE = re.compile(rf"^projects/(?P<project>{_PROJECT})/locations/(?P<location>{_LOCATION})$")
+PROJECT_PATTERN = r"[A-Za-z0-9\-.:]+"
+LOCATION_PATTERN = r"[A-Za-z0-9\-]+"
+LOCATION_RE = re.compile(
+    rf"^projects/(?P<project>{PROJECT_PATTERN})/locations/(?P<location>{LOCATION_PATTERN})$"
+)
 QUEUE_ID_RE = re.compile(r"^[A-Za-z0-9\-]{1,100}$")
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,500}$")
 _QUEUE = (
-    rf"projects/(?P<project>{_PROJECT})/locations/(?P<location>{_LOCATION})"
+    rf"projects/(?P<project>{PROJECT_PATTERN})/locations/(?P<location>{LOCATION_PATTERN})"
     r"/queues/(?P<queue>[^/]+)"
 )
 _QUEUE_NAME_RE = re.compile(f"^{_QUEUE}$")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
-from google.cloud import tasks_v2, tasks_v2beta3
+from google.cloud import tasks_v2
 from google.iam.v1 import iam_policy_pb2
 from google.protobuf import field_mask_pb2
 
@@ -24,6 +24,7 @@ from emulator.errors import ApiError
 from emulator.grpc_server import GrpcRouter
 from emulator.http_api import oidc_routes
 from emulator.oidc import Issuer
+from emulator.queue_stats import GetQueueRequestB3, ListQueuesRequestB3, QueueStatsService
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
 from emulator.store import Store
 from emulator.tasks_service import CloudTasksService, Limits
@@ -125,10 +126,10 @@ class Emulator:
             "RunTask": t.RunTaskRequest.pb(),
         })
         # Queue stats exist only in v2beta3 (Queue.stats through read_mask).
-        self.router.add(TASKS_V2BETA3, "GetQueue", self.tasks.GetQueueBeta,
-                        tasks_v2beta3.GetQueueRequest.pb())
-        self.router.add(TASKS_V2BETA3, "ListQueues", self.tasks.ListQueuesBeta,
-                        tasks_v2beta3.ListQueuesRequest.pb())
+        self.router.add_all(TASKS_V2BETA3, QueueStatsService(self.tasks), {
+            "GetQueue": GetQueueRequestB3,
+            "ListQueues": ListQueuesRequestB3,
+        })
 
     def _apply_config(self) -> None:
         """Create (or bring up to date) the queues the configuration names."""

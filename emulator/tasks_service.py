@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import grpc
-from google.cloud import tasks_v2, tasks_v2beta3
+from google.cloud import tasks_v2
 from google.iam.v1 import iam_policy_pb2
 from google.protobuf import empty_pb2
 
@@ -41,11 +41,6 @@ GetTaskRequest = tasks_v2.GetTaskRequest.pb()
 CreateTaskRequest = tasks_v2.CreateTaskRequest.pb()
 DeleteTaskRequest = tasks_v2.DeleteTaskRequest.pb()
 RunTaskRequest = tasks_v2.RunTaskRequest.pb()
-QueueB3 = tasks_v2beta3.Queue.pb()
-QueueStatsB3 = tasks_v2beta3.QueueStats.pb()
-GetQueueRequestB3 = tasks_v2beta3.GetQueueRequest.pb()
-ListQueuesRequestB3 = tasks_v2beta3.ListQueuesRequest.pb()
-ListQueuesResponseB3 = tasks_v2beta3.ListQueuesResponse.pb()
 BASIC = tasks_v2.Task.View.BASIC.value
 FULL = tasks_v2.Task.View.FULL.value
 QUEUE_MISSING = (
@@ -95,6 +90,15 @@ def _read_token(token: str) -> str:
         ) from None
 
 
+def _read_seq(token: str) -> int:
+    value = _read_token(token)
+    if not value.isdigit():
+        raise invalid(
+            "Invalid page_token: pass the next_page_token of the previous response unchanged."
+        )
+    return int(value)
+
+
 def _page_size(size: int, maximum: int) -> int:
     if size < 0:
         raise invalid(f"page_size must not be negative; the maximum is {maximum}.")
@@ -119,7 +123,7 @@ class CloudTasksService:
 
     # -- queues -----------------------------------------------------------------------
 
-    def _queue(self, name: str) -> Queue:
+    def queue(self, name: str) -> Queue:
         parse_queue(name)
         queue = self.store.get_queue(name)
         if queue is None:
@@ -127,10 +131,10 @@ class CloudTasksService:
         return queue
 
     def ListQueues(self, req: ListQueuesRequest) -> ListQueuesResponse:
-        queues, token = self._list_queues(req.parent, req.filter, req.page_size, req.page_token)
+        queues, token = self.list_queues(req.parent, req.filter, req.page_size, req.page_token)
         return ListQueuesResponse(queues=queues, next_page_token=token)
 
-    def _list_queues(self, parent: str, filter_: str, size: int, token: str) -> tuple[list, str]:
+    def list_queues(self, parent: str, filter_: str, size: int, token: str) -> tuple[list, str]:
         parse_location(parent)
         limit = _page_size(size, MAX_QUEUE_PAGE)
         state = _state_filter(filter_)
@@ -146,7 +150,7 @@ class CloudTasksService:
         return page, (_page_token(page[-1].name) if len(out) > limit else "")
 
     def GetQueue(self, req: GetQueueRequest) -> Queue:
-        return self._queue(req.name)
+        return self.queue(req.name)
 
     def CreateQueue(self, req: CreateQueueRequest) -> Queue:
         parse_location(req.parent)
@@ -201,7 +205,7 @@ class CloudTasksService:
         return empty_pb2.Empty()
 
     def PurgeQueue(self, req: PurgeQueueRequest) -> Queue:
-        queue = self._queue(req.name)
+        queue = self.queue(req.name)
         now = now_us()
         self.store.purge(req.name, now + int(self.limits.task_name_reservation_s * US))
         queue.purge_time.CopyFrom(to_timestamp(now))
@@ -215,7 +219,7 @@ class CloudTasksService:
         return self._set_state(req.name, RUNNING)
 
     def _set_state(self, name: str, state: int) -> Queue:
-        queue = self._queue(name)
+        queue = self.queue(name)
         queue.state = state
         self.store.put_queue(queue)
         self.dispatcher.sync_queue(queue)
@@ -224,25 +228,25 @@ class CloudTasksService:
     # -- queue IAM --------------------------------------------------------------------
 
     def GetIamPolicy(self, req: iam_policy_pb2.GetIamPolicyRequest) -> Policy:
-        self._queue(req.resource)
+        self.queue(req.resource)
         return self.policies.get(req.resource)
 
     def SetIamPolicy(self, req: iam_policy_pb2.SetIamPolicyRequest) -> Policy:
-        self._queue(req.resource)
+        self.queue(req.resource)
         return self.policies.set(req.resource, req)
 
     def TestIamPermissions(
         self, req: iam_policy_pb2.TestIamPermissionsRequest
     ) -> iam_policy_pb2.TestIamPermissionsResponse:
-        self._queue(req.resource)
+        self.queue(req.resource)
         return self.policies.test(req, QUEUE_PERMISSIONS)
 
     # -- tasks ------------------------------------------------------------------------
 
     def ListTasks(self, req: ListTasksRequest) -> ListTasksResponse:
-        self._queue(req.parent)
+        self.queue(req.parent)
         limit = _page_size(req.page_size, MAX_TASK_PAGE)
-        after = int(_read_token(req.page_token) or 0) if req.page_token else 0
+        after = _read_seq(req.page_token) if req.page_token else 0
         rows = self.store.list_tasks(req.parent, after, limit + 1)
         page = rows[:limit]
         return ListTasksResponse(
@@ -351,45 +355,6 @@ class CloudTasksService:
             return
         if not MIN_DEADLINE_S <= seconds(task.dispatch_deadline) <= MAX_DEADLINE_S:
             raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
-
-    # -- v2beta3: queue stats through read_mask -------------------------------------------
-
-    def stats(self, queue: Queue) -> QueueStatsB3:
-        count, oldest = self.store.queue_counts(queue.name)
-        runner = self.dispatcher.runners.get(queue.name)
-        stats = QueueStatsB3(
-            tasks_count=count,
-            executed_last_minute_count=runner.executed_last_minute() if runner else 0,
-            concurrent_dispatches_count=len(runner.inflight) if runner else 0,
-            effective_execution_rate=(
-                queue.rate_limits.max_dispatches_per_second if queue.state == RUNNING else 0.0
-            ),
-        )
-        if oldest is not None:
-            stats.oldest_estimated_arrival_time.CopyFrom(to_timestamp(oldest))
-        return stats
-
-    def _beta(self, queue: Queue, read_mask: list[str]) -> QueueB3:
-        out = QueueB3(name=queue.name, state=queue.state, type_=QueueB3.PUSH)
-        out.rate_limits.MergeFromString(queue.rate_limits.SerializeToString())
-        out.retry_config.MergeFromString(queue.retry_config.SerializeToString())
-        if queue.HasField("purge_time"):
-            out.purge_time.CopyFrom(queue.purge_time)
-        out.tombstone_ttl.CopyFrom(duration(self.limits.task_name_reservation_s))
-        out.task_ttl.CopyFrom(duration(31 * 24 * 3600))
-        if "stats" in read_mask:
-            out.stats.CopyFrom(self.stats(queue))
-        return out
-
-    def GetQueueBeta(self, req: GetQueueRequestB3) -> QueueB3:
-        return self._beta(self._queue(req.name), list(req.read_mask.paths))
-
-    def ListQueuesBeta(self, req: ListQueuesRequestB3) -> ListQueuesResponseB3:
-        queues, token = self._list_queues(req.parent, req.filter, req.page_size, req.page_token)
-        paths = list(req.read_mask.paths)
-        return ListQueuesResponseB3(
-            queues=[self._beta(q, paths) for q in queues], next_page_token=token
-        )
 
 
 def _generated_id() -> str:

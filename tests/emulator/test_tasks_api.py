@@ -196,3 +196,9 @@ def test_duplicate_name_live_then_reserved(client, make_queue, receiver):
         client.delete_task(name=f"{q}/tasks/never-was")
     with pytest.raises(gexc.NotFound, match="Requested entity was not found"):
         client.run_task(name=f"{q}/tasks/never-was")
+
+
+def test_page_token_of_the_wrong_shape_is_refused(client, make_queue):
+    q = make_queue()
+    with pytest.raises(gexc.InvalidArgument, match="page_token"):
+        client.list_tasks(request={"parent": q, "page_token": "YWJj"})  # base64 of "abc"
