@@ -81,7 +81,8 @@ class Dispatcher:
         self.runners: dict[str, QueueRunner] = {}
         self.session: aiohttp.ClientSession | None = None
         self._writes: list[Callable[[], object]] = []
-        self.unstarted = 0  # attempts created whose coroutine has not run yet
+        # Attempts created whose coroutine has not run yet (a cancelled one never runs).
+        self.unstarted: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         # Nothing is in flight after a restart: what was being sent is due again.
@@ -203,7 +204,7 @@ class QueueRunner:
         free = self.concurrency - len(self.inflight)
         if free <= 0:
             return None  # an attempt that ends wakes the runner
-        backlog = MAX_UNSTARTED - self.d.unstarted
+        backlog = MAX_UNSTARTED - len(self.d.unstarted)
         if backlog <= 0:
             # The process is behind: more attempts now would only wait in the event loop,
             # each holding a connection of its own. Look again once it has caught up.
@@ -246,17 +247,18 @@ class QueueRunner:
         task.dispatch_count += 1
         task.last_attempt.CopyFrom(attempt)
         self.d.store.save_attempt(row, leased=True)
-        self.d.unstarted += 1
         t = asyncio.get_running_loop().create_task(self._attempt(row, retry_count))
+        self.d.unstarted.add(t)
         self.inflight.add(t)
         t.add_done_callback(self._ended)
 
     def _ended(self, t: asyncio.Task[None]) -> None:
         self.inflight.discard(t)
+        self.d.unstarted.discard(t)
         self._event.set()
 
     async def _attempt(self, row: TaskRow, retry_count: int) -> None:
-        self.d.unstarted -= 1
+        self.d.unstarted.discard(asyncio.current_task())  # type: ignore[arg-type]
         task = row.task
         http = task.http_request
         deadline = seconds(task.dispatch_deadline) or 600.0
