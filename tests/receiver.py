@@ -88,6 +88,12 @@ class Receiver:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
+    @property
+    def active(self) -> int:
+        """Requests it is holding now (received, not yet answered)."""
+        with self._cond:
+            return self._active
+
     def respond(self, path: str, statuses: list[int]) -> None:
         """Answer the next requests to ``path`` with these codes, then 200."""
         with self._cond:
