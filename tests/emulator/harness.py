@@ -18,6 +18,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (
     CloudTasksGrpcTransport as BetaTransport,
 )
+from google.protobuf import duration_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,]+),")
@@ -100,3 +101,26 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s: {what}")
         time.sleep(interval)
+
+
+def fast_retry(**overrides: object) -> tasks_v2.RetryConfig:
+    """Retries that a test can watch: 0.1 s, doubling, at most 0.4 s apart."""
+    cfg = {
+        "max_attempts": 10,
+        "min_backoff": duration_pb2.Duration(nanos=100_000_000),
+        "max_backoff": duration_pb2.Duration(nanos=400_000_000),
+        "max_doublings": 2,
+    }
+    cfg.update(overrides)
+    return tasks_v2.RetryConfig(**cfg)
+
+
+def http_task(url: str, body: bytes = b'{"job": 1}', **fields: object) -> tasks_v2.Task:
+    headers = fields.pop("headers", {"Content-Type": "application/json"})
+    oidc = fields.pop("oidc", None)
+    request = tasks_v2.HttpRequest(
+        url=url, http_method=tasks_v2.HttpMethod.POST, body=body, headers=headers
+    )
+    if oidc:
+        request.oidc_token = tasks_v2.OidcToken(**oidc)
+    return tasks_v2.Task(http_request=request, **fields)

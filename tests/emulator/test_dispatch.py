@@ -16,8 +16,7 @@ from google.cloud import tasks_v2
 from google.oauth2 import id_token
 from google.protobuf import duration_pb2
 
-from tests.emulator.conftest import fast_retry, http_task
-from tests.emulator.harness import wait_until
+from tests.emulator.harness import fast_retry, http_task, wait_until
 
 CALLER = "caller@test-project.iam.gserviceaccount.com"
 

@@ -8,8 +8,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from tests.emulator.conftest import fast_retry, http_task
-from tests.emulator.harness import wait_until
+from tests.emulator.harness import fast_retry, http_task, wait_until
 
 
 def test_rate_change_applies_to_a_running_queue(client, make_queue, receiver):

@@ -8,8 +8,7 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from tests.emulator.conftest import http_task
-from tests.emulator.harness import PARENT, queue_name, start_emulator, wait_until
+from tests.emulator.harness import PARENT, http_task, queue_name, start_emulator, wait_until
 
 CONFIG = """
 [[queues]]

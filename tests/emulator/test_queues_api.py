@@ -10,8 +10,7 @@ from google.cloud import tasks_v2
 from google.iam.v1 import policy_pb2
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from tests.emulator.conftest import http_task
-from tests.emulator.harness import PARENT, queue_name, wait_until
+from tests.emulator.harness import PARENT, http_task, queue_name, wait_until
 
 RUNNING, PAUSED = tasks_v2.Queue.State.RUNNING, tasks_v2.Queue.State.PAUSED
 

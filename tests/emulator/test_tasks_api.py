@@ -9,8 +9,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tests.emulator.conftest import http_task
-from tests.emulator.harness import PARENT, queue_name
+from tests.emulator.harness import PARENT, http_task, queue_name
 
 BASIC, FULL = tasks_v2.Task.View.BASIC, tasks_v2.Task.View.FULL
 FAR_FUTURE = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)

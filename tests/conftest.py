@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 from google.cloud import tasks_v2
-from google.protobuf import duration_pb2
 
-from tests.emulator.harness import PARENT, RunningEmulator, start_emulator
+from tests.emulator.harness import PARENT, RunningEmulator, fast_retry, start_emulator
 from tests.receiver import Receiver
 
 _ids = itertools.count()
@@ -34,18 +33,6 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def fast_retry(**overrides: object) -> tasks_v2.RetryConfig:
-    """Retries that a test can watch: 0.1 s, doubling, at most 0.4 s apart."""
-    cfg = {
-        "max_attempts": 10,
-        "min_backoff": duration_pb2.Duration(nanos=100_000_000),
-        "max_backoff": duration_pb2.Duration(nanos=400_000_000),
-        "max_doublings": 2,
-    }
-    cfg.update(overrides)
-    return tasks_v2.RetryConfig(**cfg)
-
-
 @pytest.fixture
 def make_queue(client: tasks_v2.CloudTasksClient):
     """Create a fresh queue for one test: ``make_queue(rate_limits=..., retry_config=...)``."""
@@ -59,14 +46,3 @@ def make_queue(client: tasks_v2.CloudTasksClient):
         return name
 
     return make
-
-
-def http_task(url: str, body: bytes = b'{"job": 1}', **fields: object) -> tasks_v2.Task:
-    headers = fields.pop("headers", {"Content-Type": "application/json"})
-    oidc = fields.pop("oidc", None)
-    request = tasks_v2.HttpRequest(
-        url=url, http_method=tasks_v2.HttpMethod.POST, body=body, headers=headers
-    )
-    if oidc:
-        request.oidc_token = tasks_v2.OidcToken(**oidc)
-    return tasks_v2.Task(http_request=request, **fields)

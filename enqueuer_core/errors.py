@@ -1,0 +1,167 @@
+"""Every failure Enqueuer reports, and the one place Google's errors are translated.
+
+    EnqueuerError                 502  exit 1   an upstream failure nothing below explains
+    ├── InvalidRequest            422  exit 2   bad input: the message says what to change
+    │   └── UnknownService        422  exit 2   the message lists the valid services
+    ├── PayloadTooLarge           413  exit 2   the task would exceed Cloud Tasks' size limit
+    ├── DuplicateTask             409  exit 3   a task with this key exists or existed recently
+    ├── PermissionDenied          403  exit 4   names the permission, the principal and the fix
+    ├── QueueNotFound             502  exit 5   names the queue and the command that creates it
+    ├── Unavailable               503  exit 6   Cloud Tasks unreachable or too slow: retry
+    └── ConfigError               500  exit 2   settings refused at start-up (no client sees it)
+
+Each class carries its HTTP status (the API), its exit code (the CLI) and a stable
+``code`` string that both print.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from google.api_core import exceptions as gexc
+
+
+class EnqueuerError(Exception):
+    http_status = 502
+    exit_code = 1
+    code = "upstream_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidRequest(EnqueuerError):
+    http_status = 422
+    exit_code = 2
+    code = "invalid_request"
+
+
+class UnknownService(InvalidRequest):
+    code = "unknown_service"
+
+
+class PayloadTooLarge(EnqueuerError):
+    http_status = 413
+    exit_code = 2
+    code = "payload_too_large"
+
+
+class DuplicateTask(EnqueuerError):
+    http_status = 409
+    exit_code = 3
+    code = "duplicate"
+
+
+class PermissionDenied(EnqueuerError):
+    http_status = 403
+    exit_code = 4
+    code = "permission_denied"
+
+
+class QueueNotFound(EnqueuerError):
+    http_status = 502
+    exit_code = 5
+    code = "queue_not_found"
+
+
+class Unavailable(EnqueuerError):
+    http_status = 503
+    exit_code = 6
+    code = "unavailable"
+
+
+class ConfigError(EnqueuerError):
+    http_status = 500
+    exit_code = 2
+    code = "config_error"
+
+
+# The permissions CreateTask needs, and the role that grants each.
+_FIXES = {
+    "iam.serviceAccounts.actAs": (
+        "roles/iam.serviceAccountUser",
+        "gcloud iam service-accounts add-iam-policy-binding {account} "
+        "--member={member} --role=roles/iam.serviceAccountUser --project={project}",
+        "on the caller account {account}",
+    ),
+    "cloudtasks.tasks.create": (
+        "roles/cloudtasks.enqueuer",
+        "gcloud tasks queues add-iam-policy-binding {queue_id} --location={location} "
+        "--member={member} --role=roles/cloudtasks.enqueuer --project={project}",
+        "on the queue {queue}",
+    ),
+}
+_PERMISSION = re.compile(r"([a-z]+(?:\.[A-Za-z]+){2,})")
+
+
+@contextmanager
+def translate_google_errors(
+    *, queue: str, caller: str | None = None, principal: str | None = None,
+    task: str | None = None,
+) -> Iterator[None]:
+    """Run a Cloud Tasks call; turn whatever Google raises into an ``EnqueuerError``.
+
+    ``queue`` is the full queue name the call is about, ``caller`` the service account the
+    task's token is minted for, ``principal`` who is calling Google (when known), ``task``
+    the task name being created.
+    """
+    try:
+        yield
+    except gexc.AlreadyExists as e:
+        recently = "existed too recently" in e.message
+        what = "existed recently (it ran or was deleted)" if recently else "is already queued"
+        raise DuplicateTask(
+            f"A task with this idempotency key {what}: {task or 'see the queue'}. "
+            "Send a new idempotency key to enqueue the job again."
+        ) from None
+    except gexc.PermissionDenied as e:
+        raise _permission_denied(e.message, queue, caller, principal) from None
+    except gexc.NotFound as e:
+        parts = queue.split("/")
+        if "Queue does not exist" in e.message and len(parts) == 6:
+            project, location, queue_id = parts[1], parts[3], parts[5]
+            raise QueueNotFound(
+                f"The queue {queue} does not exist. Create it with: gcloud tasks queues "
+                f"create {queue_id} --location={location} --project={project}"
+            ) from None
+        raise EnqueuerError(f"Cloud Tasks answered NOT_FOUND: {e.message}") from None
+    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
+        raise Unavailable(
+            f"Cloud Tasks is unreachable or too slow ({type(e).__name__}: {e.message}). "
+            "Nothing was enqueued; retry later."
+        ) from None
+    except gexc.InvalidArgument as e:
+        raise InvalidRequest(f"Cloud Tasks refused the task: {e.message}") from None
+    except gexc.GoogleAPICallError as e:
+        raise EnqueuerError(
+            f"Cloud Tasks failed: {e.code.name if e.code else 'error'}: {e.message}"
+        ) from None
+
+
+def _permission_denied(
+    message: str, queue: str, caller: str | None, principal: str | None
+) -> PermissionDenied:
+    found = [p for p in _PERMISSION.findall(message) if p in _FIXES]
+    permission = found[0] if found else None
+    who = principal or "the account running the enqueuer"
+    if permission is None:
+        return PermissionDenied(f"Google refused the request for {who}: {message}")
+    role, command, where = _FIXES[permission]
+    parts = queue.split("/")
+    project, location, queue_id = (parts[1], parts[3], parts[5]) if len(parts) == 6 else (
+        "PROJECT", "LOCATION", queue)
+    member = f"serviceAccount:{principal}" if principal else "PRINCIPAL"
+    account = caller or "CALLER_SA"
+    fix = command.format(account=account, member=member, project=project, queue_id=queue_id,
+                         location=location)
+    return PermissionDenied(
+        f"{who} lacks the permission {permission} "
+        f"{where.format(account=account, queue=queue)}. "
+        f"Grant it {role}: {fix}"
+    )
