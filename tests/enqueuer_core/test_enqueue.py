@@ -1,0 +1,145 @@
+"""``Enqueuer.enqueue`` against a real emulator, with a real receiver as the worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+
+import pytest
+from google.auth.transport.requests import Request
+from google.cloud import tasks_v2
+from google.oauth2 import id_token
+
+from enqueuer_core.build import EnqueueRequest, build_task
+from enqueuer_core.config import load_settings
+from enqueuer_core.enqueue import Enqueuer
+from enqueuer_core.errors import (
+    DuplicateTask,
+    PayloadTooLarge,
+    QueueNotFound,
+    Unavailable,
+    UnknownService,
+)
+from enqueuer_core.workers import load_registry
+from tests.emulator.harness import PARENT, PROJECT
+
+CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"
+BRAIN = {"system_instructions_doc_id": "s", "base_prompt_doc_id": "b", "input_doc_id": "i",
+         "output_doc_id": "o"}
+_ids = itertools.count()
+
+
+@pytest.fixture
+def enqueuer(emulator, receiver):
+    n = next(_ids)
+    queues = {f"queue_{s}": f"core-{s}-{n}" for s in ("brain", "testi", "trans")}
+    client = emulator.client()
+    for q in queues.values():
+        client.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=f"{PARENT}/queues/{q}"))
+    settings = load_settings(
+        cloud_tasks_emulator_host=emulator.target, project_id=PROJECT,
+        tasks_region="us-central1", caller_sa=CALLER, url_brain=receiver.url + "/process",
+        url_testi=receiver.url + "/generate-testimony",
+        url_trans=receiver.url + "/api/transcribe", **queues,
+    )
+    return Enqueuer(settings)
+
+
+def test_enqueue_reaches_the_worker_signed(emulator, enqueuer, receiver):
+    result = enqueuer.enqueue(EnqueueRequest(service="brain", payload=BRAIN,
+                                             idempotency_key="job 1/ñ"))
+    assert result.queue == enqueuer.settings.queue_brain and result.deadline_s == 700
+    assert result.task.startswith(enqueuer.settings.queue_path(result.queue) + "/tasks/")
+    (got,) = receiver.at("/process")
+    assert got.method == "POST" and json.loads(got.body) == BRAIN
+    assert got.header("Content-Type") == "application/json"
+    # Header bytes are UTF-8; the test receiver reads them as latin-1.
+    assert got.header("X-Idempotency-Key").encode("latin-1").decode() == "job 1/ñ"
+    token = got.header("Authorization").removeprefix("Bearer ")
+    claims = id_token.verify_token(token, Request(), audience=receiver.url,
+                                   certs_url=f"{emulator.http_url}/oauth2/v1/certs")
+    assert claims["email"] == CALLER
+
+
+def test_same_key_is_a_duplicate_live_and_after_it_ran(enqueuer, receiver):
+    req = EnqueueRequest(service="testimonios", payload={"a": 1}, idempotency_key="k")
+    first = enqueuer.enqueue(req)
+    with pytest.raises(DuplicateTask, match=r"already queued|existed recently") as e:
+        enqueuer.enqueue(req)
+    assert first.task in e.value.message
+    receiver.at("/generate-testimony")
+    with pytest.raises(DuplicateTask):
+        enqueuer.enqueue(req)
+
+
+def test_without_a_key_a_uuid_names_the_task(enqueuer, receiver):
+    a = enqueuer.enqueue(EnqueueRequest(service="transcripciones", payload={}))
+    b = enqueuer.enqueue(EnqueueRequest(service="transcripciones", payload={}))
+    assert a.idempotency_key != b.idempotency_key and len(a.idempotency_key) == 36
+    got = receiver.at("/api/transcribe", 2)
+    assert {r.header("X-Idempotency-Key") for r in got} == {a.idempotency_key,
+                                                             b.idempotency_key}
+
+
+def test_schedule_in_s_delays_the_dispatch(enqueuer, receiver):
+    before = dt.datetime.now(dt.UTC)
+    result = enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={},
+                                             schedule_in_s=1.5))
+    assert result.schedule_time >= before + dt.timedelta(seconds=1.5)
+    (got,) = receiver.at("/generate-testimony", timeout=10)
+    assert got.at >= result.schedule_time.timestamp() - 0.01
+
+
+def test_unknown_service_and_oversized_payload_call_nothing(enqueuer, emulator):
+    with pytest.raises(UnknownService):
+        enqueuer.enqueue(EnqueueRequest(service="nope", payload={}))
+    with pytest.raises(PayloadTooLarge, match="1,048,569"):
+        enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={"x": "a" * 1_100_000}))
+    queue = enqueuer.settings.queue_path(enqueuer.settings.queue_testi)
+    assert list(emulator.client().list_tasks(parent=queue)) == []
+
+
+def test_missing_queue_says_how_to_create_it(emulator, receiver):
+    settings = load_settings(cloud_tasks_emulator_host=emulator.target, project_id=PROJECT,
+                             queue_brain="never-made")
+    with pytest.raises(QueueNotFound, match="gcloud tasks queues create never-made"):
+        Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN))
+
+
+def test_unreachable_cloud_tasks_is_unavailable():
+    settings = load_settings(cloud_tasks_emulator_host="127.0.0.1:9")
+    enqueuer = Enqueuer(settings)
+    with pytest.raises(Unavailable, match="Nothing was enqueued"):
+        enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={}))
+    with pytest.raises(Unavailable):
+        enqueuer.check_reachable()
+
+
+def test_build_task_is_pure_and_complete():
+    settings = load_settings(cloud_tasks_emulator_host="127.0.0.1:9")
+    worker = load_registry(settings).get("brain")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    built = build_task(EnqueueRequest(service="brain", payload=BRAIN, schedule_in_s=60),
+                       worker, settings, "key-1", now)
+    t = built.task
+    assert built.queue == "projects/local-project/locations/us-central1/queues/queue-brain"
+    assert t.name.startswith(built.queue + "/tasks/") and t.name.endswith("-key-1")
+    assert t.http_request.url == "http://127.0.0.1:8081/process"
+    assert t.http_request.http_method == tasks_v2.HttpMethod.POST
+    assert dict(t.http_request.headers) == {"Content-Type": "application/json",
+                                            "X-Idempotency-Key": "key-1"}
+    assert json.loads(t.http_request.body) == BRAIN
+    assert t.http_request.oidc_token.service_account_email == settings.caller_sa
+    assert t.http_request.oidc_token.audience == "http://127.0.0.1:8081"
+    assert t.dispatch_deadline == dt.timedelta(seconds=700)
+    assert t.schedule_time == now + dt.timedelta(seconds=60)
+    assert build_task(EnqueueRequest(service="brain", payload=BRAIN), worker, settings,
+                      "key-1", now).task == build_task(
+        EnqueueRequest(service="brain", payload=BRAIN), worker, settings, "key-1", now).task
+
+
+@pytest.mark.parametrize("schedule", [-1, 30 * 24 * 3600 + 1])
+def test_schedule_outside_0_to_30_days_is_refused(schedule):
+    with pytest.raises(ValueError, match="schedule_in_s"):
+        EnqueueRequest(service="brain", payload={}, schedule_in_s=schedule)
