@@ -7,6 +7,7 @@
     ├── DuplicateTask             409  exit 3   a task with this key exists or existed recently
     ├── PermissionDenied          403  exit 4   names the permission, the principal and the fix
     ├── QueueNotFound             502  exit 5   names the queue and the command that creates it
+    ├── TaskNotFound              404  exit 7   the task ran or was deleted already
     ├── Unavailable               503  exit 6   Cloud Tasks unreachable or too slow: retry
     └── ConfigError               500  exit 2   settings refused at start-up (no client sees it)
 
@@ -70,6 +71,12 @@ class QueueNotFound(EnqueuerError):
     code = "queue_not_found"
 
 
+class TaskNotFound(EnqueuerError):
+    http_status = 404
+    exit_code = 7
+    code = "task_not_found"
+
+
 class Unavailable(EnqueuerError):
     http_status = 503
     exit_code = 6
@@ -130,11 +137,16 @@ def translate_google_errors(
                 f"The queue {queue} does not exist. Create it with: gcloud tasks queues "
                 f"create {queue_id} --location={location} --project={project}"
             ) from None
+        if task:
+            raise TaskNotFound(
+                f"The task {task} does not exist: it may have run or been deleted already. "
+                f"({e.message})"
+            ) from None
         raise EnqueuerError(f"Cloud Tasks answered NOT_FOUND: {e.message}") from None
     except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
         raise Unavailable(
             f"Cloud Tasks is unreachable or too slow ({type(e).__name__}: {e.message}). "
-            "Nothing was enqueued; retry later."
+            + ("Nothing was enqueued; retry later." if task else "Retry later.")
         ) from None
     except gexc.InvalidArgument as e:
         raise InvalidRequest(f"Cloud Tasks refused the task: {e.message}") from None

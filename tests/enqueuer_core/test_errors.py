@@ -77,3 +77,16 @@ def test_missing_queue_gives_the_command_that_creates_it():
 def test_non_google_errors_pass_through():
     with pytest.raises(KeyError), e.translate_google_errors(queue=QUEUE):
         raise KeyError("not ours")
+
+
+def test_missing_task_is_its_own_error():
+    err = translated(gexc.NotFound("Requested entity was not found."))
+    assert type(err) is e.TaskNotFound and err.http_status == 404 and err.exit_code == 7
+    assert f"{QUEUE}/tasks/abc-key" in err.message
+
+
+def test_unavailable_says_nothing_was_enqueued_only_for_creates():
+    assert "Nothing was enqueued" in translated(gexc.ServiceUnavailable("down")).message
+    with pytest.raises(e.Unavailable) as info, e.translate_google_errors(queue=QUEUE):
+        raise gexc.ServiceUnavailable("down")
+    assert "Nothing was enqueued" not in info.value.message

@@ -1,0 +1,220 @@
+"""The ``enqueuer`` command: parse the arguments, call the library, render the answer.
+
+Every ``EnqueuerError`` ends the command with its exit code and its message on stderr
+(with ``--json`` also ``{"ok": false, "error": {...}}`` on stdout); no traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from enqueuer_core import inspect
+from enqueuer_core.build import EnqueueRequest
+from enqueuer_core.config import Settings, load_settings
+from enqueuer_core.enqueue import Enqueuer, EnqueueResult
+from enqueuer_core.errors import EnqueuerError, InvalidRequest
+from enqueuer_core.workers import load_registry
+
+app = typer.Typer(
+    help="Enqueue jobs for the Cloud Run workers through Cloud Tasks, and look at the queues.",
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# The flag that sets each field of an EnqueueRequest, for error messages.
+_FLAGS = {"service": "SERVICE", "payload": "--payload", "schedule_in_s": "--in",
+          "idempotency_key": "--key"}
+
+
+@contextmanager
+def _reporting(as_json: bool) -> Iterator[None]:
+    """Turn an ``EnqueuerError`` into its message, its exit code and (``--json``) JSON."""
+    try:
+        yield
+    except EnqueuerError as err:
+        if as_json:
+            _print_json({"ok": False, "error": err.to_dict()})
+        typer.echo(f"error: {err.message}", err=True)
+        raise typer.Exit(err.exit_code) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r]
+                                           for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else None
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def read_payload(value: str) -> Any:
+    """``--payload``: JSON text, ``@FILE`` (JSON read from the file) or ``@-`` (stdin)."""
+    where = "--payload"
+    if value.startswith("@"):
+        path = value[1:]
+        where = "stdin" if path == "-" else f"the payload file {path}"
+        try:
+            value = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or e
+            raise InvalidRequest(
+                f"cannot read {where}: {reason}. "
+                "Pass --payload '{...}' or --payload @FILE with JSON in it."
+            ) from None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise InvalidRequest(
+            f"{where} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno} "
+            f"(character {e.pos}). Pass a JSON object, for example --payload "
+            "'{\"input_doc_id\": \"1GhI\"}'."
+        ) from None
+
+
+def make_request(service: str, payload: Any, schedule_in_s: float | None,
+                 key: str | None) -> EnqueueRequest:
+    """An ``EnqueueRequest``, or ``InvalidRequest`` naming the flag to change."""
+    try:
+        return EnqueueRequest(service=service, payload=payload, schedule_in_s=schedule_in_s,
+                              idempotency_key=key)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            message = err["msg"].removeprefix("Value error, ")
+            if field == "payload" and err["type"] == "dict_type":
+                message = f"must be a JSON object, not {type(payload).__name__}"
+            problems.append(f"{_FLAGS.get(field, field)}: {message}")
+        raise InvalidRequest("; ".join(problems)) from None
+
+
+@app.command()
+def enqueue(
+    service: Annotated[str, typer.Argument(help="The worker: brain, testimonios, ...")],
+    payload: Annotated[str, typer.Option(
+        "--payload", help="The JSON object the worker gets, or @FILE to read it from a file "
+        "(@- for stdin).")],
+    schedule_in: Annotated[float | None, typer.Option(
+        "--in", help="Run it this many seconds from now (up to 30 days).")] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="Idempotency key: the same key never enqueues twice (default: a UUID).",
+    )] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Enqueue one job for a worker."""
+    with _reporting(as_json):
+        request = make_request(service, read_payload(payload), schedule_in, key)
+        result = Enqueuer(_settings()).enqueue(request)
+    if as_json:
+        _print_json(result.to_api())
+    else:
+        _render_result(result)
+
+
+def _render_result(result: EnqueueResult) -> None:
+    typer.echo(f"Enqueued {result.task}")
+    for label, value in [("service", result.service), ("queue", result.queue),
+                         ("deadline", f"{result.deadline_s} s"),
+                         ("key", result.idempotency_key),
+                         ("runs at", _when(result.schedule_time) or "now")]:
+        typer.echo(f"  {label:<9} {value}")
+
+
+@app.command()
+def workers(as_json: JsonFlag = False) -> None:
+    """The workers this enqueuer can reach: queue, URL, token audience, deadline."""
+    with _reporting(as_json):
+        registry = load_registry(_settings())
+    if as_json:
+        _print_json([spec.public() for spec in registry])
+        return
+    _table(["WORKER", "QUEUE", "URL", "AUDIENCE", "DEADLINE"],
+           [[w.name, w.queue, w.url, w.audience, f"{w.deadline_s} s"] for w in registry])
+
+
+@app.command()
+def queues(as_json: JsonFlag = False) -> None:
+    """The workers' queues: state, rate limits and how many tasks they hold."""
+    with _reporting(as_json):
+        settings = _settings()
+        snapshots = inspect.list_queues(Enqueuer(settings).client, settings)
+    if as_json:
+        _print_json([q.to_dict() for q in snapshots])
+        return
+    _table(["QUEUE", "STATE", "WORKERS", "RATE/S", "CONCURRENT", "TASKS"],
+           [[q.queue_id, q.state, ",".join(q.workers), q.rate, q.max_concurrent,
+             q.tasks_count_text] for q in snapshots])
+    for q in snapshots:
+        if q.error:
+            typer.echo(f"\n{q.queue_id}: {q.error}")
+
+
+@app.command()
+def tasks(
+    queue: Annotated[str, typer.Argument(
+        help="A queue ID, a worker name (its queue) or a full queue name.")],
+    failing: Annotated[bool, typer.Option(
+        "--failing", help="Only the tasks whose last attempt failed.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="List at most N tasks.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """The tasks waiting in a queue, with their attempts and last response."""
+    with _reporting(as_json):
+        settings = _settings()
+        enqueuer = Enqueuer(settings)
+        path = inspect.resolve_queue(queue, settings, enqueuer.registry)
+        listing = inspect.list_tasks(enqueuer.client, path, failing_only=failing, limit=limit)
+    if as_json:
+        _print_json(listing.to_dict())
+        return
+    if not listing.tasks:
+        typer.echo(f"No {'failing ' if failing else ''}tasks in {path}.")
+    else:
+        _table(["TASK", "KEY", "SCHEDULED", "DISPATCHES", "RESPONSES", "LAST", "LAST ATTEMPT"],
+               [[t.task_id, t.idempotency_key, _when(t.schedule_time), t.dispatch_count,
+                 t.response_count, t.last_response_code, _when(t.last_attempt_time)]
+                for t in listing.tasks])
+    if listing.more:
+        typer.echo(f"(more tasks not shown: {listing.scanned} examined; raise --limit)")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def emulator(ctx: typer.Context) -> None:
+    """Run the local Cloud Tasks emulator: `python -m emulator ARGS` (try --help)."""
+    # Replaces this process, so that signals and the exit code are the emulator's own.
+    # enqueuer_core does not import the emulator: it stands alone, as Google does.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "emulator", *ctx.args])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
