@@ -42,7 +42,7 @@ class EnqueueRequest(BaseModel):
     service: str = Field(description="The worker: brain, testimonios, transcripciones, ...")
     payload: dict[str, Any] = Field(description="The JSON object the worker receives.")
     schedule_in_s: float | None = Field(
-        None, description="Run it this many seconds from now (up to 30 days)."
+        None, strict=True, description="Run it this many seconds from now (up to 30 days)."
     )
     idempotency_key: str | None = Field(
         None, description="1-500 characters; the same key never enqueues twice. "

@@ -1,20 +1,26 @@
-"""``Enqueuer.enqueue``: validate, build, create, and say what happened or why not."""
+"""``Enqueuer.enqueue``: validate, build, create, and say what happened or why not.
+
+The blocking ``enqueue`` serves the CLI and scripts; ``enqueue_async`` serves the API, on
+its event loop. Both run the same steps; only the client call differs.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from google.cloud import tasks_v2
 
-from enqueuer_core.build import EnqueueRequest, build_task
-from enqueuer_core.clients import principal, tasks_client
+from enqueuer_core.build import BuiltTask, EnqueueRequest, build_task
+from enqueuer_core.clients import principal, tasks_async_client, tasks_client
 from enqueuer_core.config import Settings
 from enqueuer_core.errors import PermissionDenied, QueueNotFound, translate_google_errors
 from enqueuer_core.task_names import new_key
-from enqueuer_core.workers import Registry, load_registry
+from enqueuer_core.workers import Registry, WorkerSpec, load_registry
 
 CALL_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,34 +39,73 @@ class EnqueueResult:
 
 
 class Enqueuer:
-    """One per process: it holds the Cloud Tasks client (a gRPC channel) and the registry."""
+    """One per process: it holds the Cloud Tasks clients (gRPC channels) and the registry."""
 
     def __init__(
         self, settings: Settings, client: tasks_v2.CloudTasksClient | None = None,
         registry: Registry | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client or tasks_client(settings)
         self.registry = registry or load_registry(settings)
-        self.principal = principal(self.client)
+        self._client = client
+        self._async_client: tasks_v2.CloudTasksAsyncClient | None = None
 
-    def enqueue(self, request: EnqueueRequest, now: dt.datetime | None = None) -> EnqueueResult:
+    @property
+    def client(self) -> tasks_v2.CloudTasksClient:
+        # Made on first use: the API never needs the blocking one.
+        if self._client is None:
+            self._client = tasks_client(self.settings)
+        return self._client
+
+    @property
+    def async_client(self) -> tasks_v2.CloudTasksAsyncClient:
+        if self._async_client is None:
+            self._async_client = tasks_async_client(self.settings)
+        return self._async_client
+
+    def _prepare(self, request: EnqueueRequest, now: dt.datetime | None,
+                 ) -> tuple[WorkerSpec, BuiltTask]:
         worker = self.registry.get(request.service)
         key = request.idempotency_key or new_key()
-        built = build_task(request, worker, self.settings, key,
-                           now or dt.datetime.now(dt.UTC))
-        with translate_google_errors(queue=built.queue, caller=self.settings.caller_sa,
-                                     principal=self.principal, task=built.task.name):
-            # No automatic retry: a create whose answer was lost would come back as a
-            # duplicate. The name makes a retry by the caller safe instead.
-            created = self.client.create_task(
-                parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
-            )
+        return worker, build_task(request, worker, self.settings, key,
+                                  now or dt.datetime.now(dt.UTC))
+
+    def _translating(self, built: BuiltTask, client: object) -> AbstractContextManager[None]:
+        return translate_google_errors(queue=built.queue, caller=self.settings.caller_sa,
+                                       principal=principal(client), task=built.task.name)
+
+    @staticmethod
+    def _result(created: tasks_v2.Task, worker: WorkerSpec, built: BuiltTask) -> EnqueueResult:
         return EnqueueResult(
             task=created.name, service=worker.name, queue=worker.queue,
-            deadline_s=worker.deadline_s, idempotency_key=key,
+            deadline_s=worker.deadline_s, idempotency_key=built.idempotency_key,
             schedule_time=built.schedule_time,
         )
+
+    def enqueue(self, request: EnqueueRequest, now: dt.datetime | None = None) -> EnqueueResult:
+        worker, built = self._prepare(request, now)
+        client = self.client
+        with self._translating(built, client):
+            # No automatic retry: a create whose answer was lost would come back as a
+            # duplicate. The name makes a retry by the caller safe instead.
+            created = client.create_task(
+                parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
+            )
+        return self._result(created, worker, built)
+
+    async def enqueue_async(
+        self, request: EnqueueRequest, now: dt.datetime | None = None
+    ) -> EnqueueResult:
+        worker, built = self._prepare(request, now)
+        client = self.async_client
+        with self._translating(built, client):
+            created = await client.create_task(
+                parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
+            )
+        return self._result(created, worker, built)
+
+    def _ready_queue(self) -> str:
+        return self.settings.queue_path(next(iter(self.registry)).queue)
 
     def check_reachable(self) -> None:
         """Raise ``Unavailable`` unless Cloud Tasks answers (readiness).
@@ -68,10 +113,18 @@ class Enqueuer:
         Any answer proves it reachable, a refusal too: the enqueuer's account may create
         tasks without being allowed to read queues.
         """
-        queue = self.settings.queue_path(next(iter(self.registry)).queue)
+        queue = self._ready_queue()
         try:
-            with translate_google_errors(queue=queue, caller=self.settings.caller_sa,
-                                         principal=self.principal):
-                self.client.get_queue(name=queue, retry=None, timeout=5.0)
+            with translate_google_errors(queue=queue, principal=principal(self.client)):
+                self.client.get_queue(name=queue, retry=None, timeout=READY_TIMEOUT_S)
+        except (PermissionDenied, QueueNotFound):
+            pass
+
+    async def check_reachable_async(self) -> None:
+        queue = self._ready_queue()
+        try:
+            with translate_google_errors(queue=queue, principal=principal(self.async_client)):
+                await self.async_client.get_queue(name=queue, retry=None,
+                                                  timeout=READY_TIMEOUT_S)
         except (PermissionDenied, QueueNotFound):
             pass

@@ -51,6 +51,12 @@ class WorkerSpec:
     description: str = ""
     payload_schema: dict[str, Any] = field(default_factory=lambda: dict(ANY_OBJECT))
     example: dict[str, Any] | None = None
+    # Built once: building a validator costs more than validating a payload.
+    _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_validator",
+                           jsonschema.Draft202012Validator(self.payload_schema))
 
     def check_payload(self, payload: object) -> None:
         """Refuse a payload that its schema does not accept, saying where and why."""
@@ -58,7 +64,7 @@ class WorkerSpec:
             raise InvalidRequest(
                 f"payload for {self.name} must be a JSON object, not {type(payload).__name__}"
             )
-        errors = sorted(jsonschema.Draft202012Validator(self.payload_schema).iter_errors(payload),
+        errors = sorted(self._validator.iter_errors(payload),
                         key=lambda e: list(e.absolute_path))
         if errors:
             where = lambda e: "payload" + "".join(  # noqa: E731

@@ -1,0 +1,256 @@
+"""Benchmark of the HTTP API beside the library it wraps (run by hand). Not a test.
+
+One run starts the emulator (``python -m emulator``, the three workers' queues PAUSED so
+nothing is dispatched, state in a temporary SQLite file) and the API
+(``python -m uvicorn app:app`` on a free port, its environment pointing at the emulator)
+as subprocesses, then, with the same concurrency and count and unique idempotency keys:
+
+1. ``Enqueuer.enqueue_async`` called directly in this process;
+2. ``POST /enqueue`` through the API, with aiohttp's client;
+
+each from one event loop with the same number of requests in flight.
+
+It prints enqueues per second and p50/p99 latency of each, and the API's rate as a
+fraction of the direct one beside its target (the API costs at most a fifth). Every
+process it starts is stopped before it exits, on error too; a missed target makes the
+exit status 1.
+
+    .venv/bin/python bench/api.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from enqueuer_core.build import EnqueueRequest  # noqa: E402
+from enqueuer_core.config import load_settings  # noqa: E402
+from enqueuer_core.enqueue import Enqueuer  # noqa: E402
+
+N = 3_000
+CONCURRENCY = 16
+WARMUP = 100
+TARGET_RATIO = 0.8
+READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,]+),")
+PROJECT, REGION = "local-project", "us-central1"
+QUEUES = ("queue-brain", "queue-testimonios", "queue-transcripciones")
+CONFIG = f'project = "{PROJECT}"\nlocation = "{REGION}"\n' + "".join(
+    f'\n[[queues]]\nname = "{q}"\npaused = true\n' for q in QUEUES)
+PAYLOAD = {"job": "bench", "id": "0" * 16, "data": "x" * 64}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(check: Callable[[], object], what: str, proc: subprocess.Popen, log: Path,
+             timeout: float = 30) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become ready (exit code {proc.poll()}):\n"
+                       f"{log.read_text()[-3000:]}")
+
+
+def reachable(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+Measured = tuple[float, list[float], int]  # seconds, latencies in s, failures
+
+
+async def measure(one: Callable[[int], Awaitable[bool]], n: int) -> Measured:
+    """``await one(i)`` for i < n, CONCURRENCY at a time."""
+    latencies: list[float] = []
+    todo = iter(range(n))
+    failed = 0
+
+    async def worker() -> None:
+        nonlocal failed
+        for i in todo:
+            t0 = time.perf_counter()
+            ok = await one(i)
+            latencies.append(time.perf_counter() - t0)
+            failed += not ok
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return time.perf_counter() - t0, latencies, failed
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_enqueue(pids: dict[str, int], phase: Callable[[], Awaitable[Measured]]
+                          ) -> tuple[Measured, dict[str, float]]:
+    """Run ``phase``; also the CPU microseconds each process spent per enqueue in it."""
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    result = await phase()
+    return result, {k: (cpu_s(p) - before[k]) / N * 1e6 for k, p in pids.items()}
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(latencies, n=100)
+    return q[49] * 1000, q[98] * 1000
+
+
+def run(tmp: Path) -> bool:
+    (tmp / "c.toml").write_text(CONFIG)
+    procs: list[subprocess.Popen] = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        elog = tmp / "emulator.log"
+        with elog.open("w") as log:
+            emulator = subprocess.Popen(
+                [sys.executable, "-m", "emulator", "--port", "0", "--http-port", "0",
+                 "--db", str(tmp / "e.db"), "--config", str(tmp / "c.toml"),
+                 "--log-level", "WARNING"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        procs.append(emulator)
+        ready = wait_for(lambda: READY.search(elog.read_text()), "the emulator", emulator, elog)
+        target = f"127.0.0.1:{ready['port']}"  # type: ignore[index]
+
+        settings_env = {"CLOUD_TASKS_EMULATOR_HOST": target, "PROJECT_ID": PROJECT,
+                        "TASKS_REGION": REGION}
+        port = free_port()
+        alog = tmp / "api.log"
+        with alog.open("w") as log:
+            api = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning"],
+                cwd=ROOT, env={**env, **settings_env}, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        procs.append(api)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: reachable(url + "/healthz"), "the API", api, alog)
+        print(f"emulator pid {emulator.pid} at {target}; API pid {api.pid} at {url}; "
+              f"{N:,} enqueues each, {CONCURRENCY} at a time, queues paused", flush=True)
+
+        run_id = uuid.uuid4().hex[:8]
+        enqueuer = Enqueuer(load_settings(**{k.lower(): v for k, v in settings_env.items()}))
+        failures: list[str] = []
+        pids = {"bench": os.getpid(), "API": api.pid, "emulator": emulator.pid}
+
+        async def phases() -> tuple[tuple[Measured, dict[str, float]], ...]:
+            # Both sides driven the way the API itself works: one event loop, CONCURRENCY
+            # requests in flight, so that the load generator costs as little as it can.
+            async def direct(i: int, phase: str = "direct") -> bool:
+                request = EnqueueRequest(service="testimonios", payload=PAYLOAD,
+                                         idempotency_key=f"{run_id}-{phase}-{i}")
+                try:
+                    await enqueuer.enqueue_async(request)
+                    return True
+                except Exception as e:  # counted and shown, never hidden
+                    failures.append(f"direct: {type(e).__name__}: {e}")
+                    return False
+
+            # aiohttp, not httpx: httpx's async client costs several times more CPU per
+            # request, which on two shared cores would be charged to the API.
+            connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+            async with aiohttp.ClientSession(url, connector=connector) as http:
+
+                async def through_api(i: int, phase: str = "api") -> bool:
+                    async with http.post("/enqueue", json={
+                        "service": "testimonios", "payload": PAYLOAD,
+                        "idempotency_key": f"{run_id}-{phase}-{i}"}) as r:
+                        body = await r.read()
+                    if r.status != 200:
+                        failures.append(f"api: {r.status} {body[:200]!r}")
+                    return r.status == 200
+
+                # Warm both paths up: connections, the gRPC channel, imports, caches.
+                await measure(lambda i: direct(i, "warm-direct"), WARMUP)
+                await measure(lambda i: through_api(i, "warm-api"), WARMUP)
+                d = await cpu_per_enqueue(pids, lambda: measure(direct, N))
+                a = await cpu_per_enqueue(pids, lambda: measure(through_api, N))
+            return d, a
+
+        ((d_s, d_lat, d_fail), d_cpu), ((a_s, a_lat, a_fail), a_cpu) = asyncio.run(phases())
+
+        for f in failures[:5]:
+            print("  failed:", f, file=sys.stderr)
+        d_rate, a_rate = (N - d_fail) / d_s, (N - a_fail) / a_s
+        (d50, d99), (a50, a99) = percentiles(d_lat), percentiles(a_lat)
+        ratio = a_rate / d_rate
+        ok = ratio >= TARGET_RATIO and not d_fail and not a_fail
+        rows = [
+            ("Enqueuer.enqueue, direct", f"{d_rate:,.0f}/s", f"{d50:.1f} / {d99:.1f}", "",
+             "", ""),
+            ("POST /enqueue, uvicorn + aiohttp", f"{a_rate:,.0f}/s", f"{a50:.1f} / {a99:.1f}",
+             "", "", ""),
+            ("API ÷ direct", f"{ratio:.2f}", "", f"≥ {TARGET_RATIO:.2f}",
+             f"{ratio / TARGET_RATIO:.2f}", "OK" if ok else "MISSED"),
+        ]
+        print()
+        print(f"  {'figure':<32} {'enqueues':>10}  {'p50 / p99 ms':>14}  {'target':<7} "
+              f"{'ratio':>6}  status")
+        for label, rate, lat, target_s, r_s, status in rows:
+            print(f"  {label:<32} {rate:>10}  {lat:>14}  {target_s:<7} {r_s:>6}  {status}")
+        print(f"  failures: direct {d_fail}, API {a_fail}")
+        print(f"  CPU per enqueue (this machine: {os.cpu_count()} cores), direct: "
+              + ", ".join(f"{k} {v:,.0f} us" for k, v in d_cpu.items() if k != "API")
+              + "; through the API: " + ", ".join(f"{k} {v:,.0f} us" for k, v in a_cpu.items()))
+        d_total, a_total = sum(d_cpu.values()), sum(a_cpu.values())
+        print(f"  CPU per enqueue, all processes: direct {d_total:,.0f} us, through the API "
+              f"{a_total:,.0f} us: where CPU is what runs out, the API can reach about "
+              f"{d_total / a_total:.2f} of the direct rate")
+        if not ok:
+            print(f"\nMISSED: the API reaches {ratio:.0%} of the direct rate "
+                  f"(target {TARGET_RATIO:.0%})")
+        return ok
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def main() -> int:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        ok = run(Path(tmp))
+    print(f"\nwhole run: {time.perf_counter() - started:.1f} s (processes stopped)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
