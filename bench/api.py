@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,15 +61,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_for(check: Callable[[], object], what: str, proc: subprocess.Popen, log: Path,

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import aiohttp
 import grpc
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT, LOCATION = "local-project", "us-central1"
@@ -130,15 +130,6 @@ def _wait_for_line(proc: subprocess.Popen, out: Path, err: Path, pattern: str,
     )
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 @contextlib.contextmanager
 def started(args: list[str], workdir: Path, label: str, pattern: str) -> Iterator[
@@ -152,7 +143,7 @@ def started(args: list[str], workdir: Path, label: str, pattern: str) -> Iterato
     try:
         yield proc, _wait_for_line(proc, out, err, pattern, 60)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
