@@ -9,6 +9,9 @@
     ├── QueueNotFound             502  exit 5   names the queue and the command that creates it
     ├── TaskNotFound              404  exit 7   the task ran or was deleted already
     ├── Unavailable               503  exit 6   Cloud Tasks unreachable or too slow: retry
+    ├── verify.RequestNotVerified 401  exit 8   a worker got no valid token for its audience
+    ├── verify.CallerNotAllowed   403  exit 9   a valid token, of an account not allowed
+    ├── verify.CertsUnavailable   503  exit 6   Google's certificates could not be fetched
     └── ConfigError               500  exit 2   settings refused at start-up (no client sees it)
 
 Each class carries its HTTP status (the API), its exit code (the CLI) and a stable

@@ -1,0 +1,290 @@
+"""For worker teams: check that a request really comes from Cloud Tasks, for you, from us.
+
+A worker behind Cloud Run's IAM front door gets this check for free. A worker whose door
+is public (``--allow-unauthenticated``, for instance during a migration) must make it
+itself::
+
+    claims = verify_request(request.headers, "https://brain-xyz.a.run.app",
+                            ["enqueuer-caller@acme.iam.gserviceaccount.com"])
+
+The token is checked with google-auth only: Google's signature (certificates from
+``certs_url``, Google's by default; pass the emulator's ``/oauth2/v1/certs`` locally),
+expiry, audience, issuer, then the caller's email. Failures raise, with what was wrong and
+what to change:
+
+    EnqueuerError
+    ├── RequestNotVerified   401  exit 8   no token, not a Google ID token, bad signature,
+    │                                      expired, wrong issuer or audience
+    ├── CallerNotAllowed     403  exit 9   a valid token of an account this worker refuses
+    └── CertsUnavailable     503  exit 6   the certificates could not be fetched: retry
+
+Certificates are cached in the process for the ``max-age`` the endpoint sends (5 minutes
+when it sends none, 1 hour at most), and fetched again when a token names a key the cache
+does not have (Google rotated its keys), at most once every 30 seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import time
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import requests
+from google.auth import exceptions as gauth_exc
+from google.auth import jwt, transport
+from google.auth.transport.requests import Request as RequestsRequest
+from google.oauth2 import id_token
+
+from enqueuer_core.errors import EnqueuerError
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+CLOCK_SKEW_S = 10  # tolerated difference between Google's clock and the worker's
+FETCH_TIMEOUT_S = 10.0
+DEFAULT_TTL_S, MAX_TTL_S = 300.0, 3600.0
+REFETCH_EVERY_S = 30.0  # an unknown key refetches the certs at most this often
+
+Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
+
+
+class RequestNotVerified(EnqueuerError):
+    http_status = 401
+    exit_code = 8
+    code = "request_not_verified"
+
+
+class CallerNotAllowed(EnqueuerError):
+    http_status = 403
+    exit_code = 9
+    code = "caller_not_allowed"
+
+
+class CertsUnavailable(EnqueuerError):
+    http_status = 503
+    exit_code = 6
+    code = "certs_unavailable"
+
+
+class _Cached(transport.Response):
+    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+        self._status, self._headers, self._data = status, headers, data
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+
+class CertsCachingRequest(transport.Request):
+    """google-auth's requests transport, answering repeated GETs of a URL from memory.
+
+    google-auth fetches the certificates on every ``verify_token``; this keeps each URL's
+    successful answer until its ``max-age`` runs out.
+    """
+
+    def __init__(self, inner: transport.Request) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, _Cached]] = {}  # url -> (expires, answer)
+        self._forgotten: dict[str, float] = {}  # url -> when an unknown key dropped it
+
+    def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                 **kwargs: Any) -> transport.Response:
+        timeout = timeout or FETCH_TIMEOUT_S
+        if method != "GET" or body is not None:
+            return self._inner(url, method=method, body=body, headers=headers,
+                               timeout=timeout, **kwargs)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(url)
+        if hit and hit[0] > now:
+            return hit[1]
+        response = self._inner(url, method="GET", headers=headers, timeout=timeout, **kwargs)
+        if response.status == 200:
+            answer = _Cached(response.status, dict(response.headers), response.data)
+            with self._lock:
+                self._entries[url] = (now + _ttl(response.headers), answer)
+        return response
+
+    def forget(self, url: str) -> bool:
+        """Drop ``url``'s answer, unless that was done less than ``REFETCH_EVERY_S`` ago."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._forgotten.get(url, -REFETCH_EVERY_S) < REFETCH_EVERY_S:
+                return False
+            self._forgotten[url] = now
+            return self._entries.pop(url, None) is not None
+
+
+def _ttl(headers: Mapping[str, str]) -> float:
+    cache_control = next((v for k, v in headers.items() if k.lower() == "cache-control"), "")
+    m = re.search(r"max-age=(\d+)", cache_control)
+    return min(float(m[1]), MAX_TTL_S) if m else DEFAULT_TTL_S
+
+
+_session = requests.Session()
+_request = CertsCachingRequest(RequestsRequest(session=_session))
+
+
+def verify_request(
+    headers: Headers,
+    audience: str | Collection[str],
+    allowed_callers: str | Collection[str],
+    certs_url: str | None = None,
+) -> dict[str, Any]:
+    """The verified claims of the request's ``Authorization: Bearer`` ID token.
+
+    ``headers``: the request's headers, any mapping (FastAPI/Starlette ``request.headers``,
+    a dict) or a list of ``(name, value)`` pairs; ``audience``: what the enqueuer sets as the
+    task's audience for this worker (its ``AUD_*``, by default the scheme and host of the
+    worker's URL), or several accepted ones; ``allowed_callers``: the service-account emails
+    whose tokens are accepted (the enqueuer's ``CALLER_SA``); ``certs_url``: where the
+    signing certificates are (PEM, ``/oauth2/v1/certs``), Google's when ``None``.
+    """
+    audiences = _non_empty("audience", audience)
+    callers = _non_empty("allowed_callers", allowed_callers)
+    url = certs_url or GOOGLE_CERTS_URL
+    token = _bearer_token(headers)
+    claims = _verified_claims(token, audiences, url)
+    issuer = claims.get("iss")
+    if issuer not in GOOGLE_ISSUERS:
+        raise RequestNotVerified(
+            f"The token was issued by {issuer!r}, not by Google ({GOOGLE_ISSUERS[0]}): only "
+            "Google-signed ID tokens, as Cloud Tasks sends for a task with an oidc_token, "
+            "are accepted."
+        )
+    email = claims.get("email")
+    if not email:
+        raise CallerNotAllowed(
+            "The token carries no email claim, so its caller cannot be checked: Cloud Tasks "
+            "includes it for a service account; set CALLER_SA on the enqueuer to one of: "
+            f"{', '.join(callers)}."
+        )
+    if email not in callers:
+        raise CallerNotAllowed(
+            f"The token is for {email}, which this worker does not accept (it accepts: "
+            f"{', '.join(callers)}). Set CALLER_SA on the enqueuer to an accepted account, "
+            f"or add {email} to this worker's allowed callers."
+        )
+    if claims.get("email_verified") is not True:
+        raise CallerNotAllowed(
+            f"The token's email {email} is not verified (email_verified is "
+            f"{claims.get('email_verified')!r}): Google verifies service-account emails; "
+            "send the task with a service account as its oidc_token."
+        )
+    return dict(claims)
+
+
+def _non_empty(name: str, value: str | Collection[str]) -> list[str]:
+    values = [value] if isinstance(value, str) else list(value)
+    values = [v for v in values if v]
+    if not values:
+        raise ValueError(
+            f"{name} must name at least one value: a worker that accepts any "
+            f"{'caller' if name == 'allowed_callers' else 'audience'} should not call "
+            "verify_request"
+        )
+    return values
+
+
+def _bearer_token(headers: Headers) -> str:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found = {_text(v).strip() for k, v in pairs if _text(k).lower() == "authorization"}
+    if not found:
+        raise RequestNotVerified(
+            "The request has no Authorization header: Cloud Tasks sends 'Bearer <ID token>' "
+            "only for a task with an oidc_token. Set CALLER_SA on the enqueuer, and check "
+            "that nothing between Cloud Tasks and this worker drops the header."
+        )
+    if len(found) > 1:
+        raise RequestNotVerified(
+            f"The request has {len(found)} different Authorization headers: send one."
+        )
+    scheme, _, token = found.pop().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        shown = scheme if scheme.lower() != "bearer" else "Bearer with a malformed token"
+        raise RequestNotVerified(
+            f"The Authorization header is {shown[:40]!r}, not 'Bearer <ID token>': this worker "
+            "accepts only the OIDC token Cloud Tasks sends for a task with an oidc_token."
+        )
+    return token
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _verified_claims(token: str, audiences: list[str], certs_url: str) -> Mapping[str, Any]:
+    for attempt in (1, 2):
+        try:
+            return id_token.verify_token(token, _request, audience=audiences,
+                                         certs_url=certs_url,
+                                         clock_skew_in_seconds=CLOCK_SKEW_S)
+        except gauth_exc.TransportError as e:
+            raise CertsUnavailable(
+                f"Could not fetch the signing certificates from {certs_url} ({e}): the "
+                "request was not verified; let Cloud Tasks retry it, and check that this "
+                "worker can reach that URL."
+            ) from None
+        except ImportError:
+            raise ValueError(
+                f"{certs_url} serves JSON Web Keys, which google-auth reads only with pyjwt: "
+                "use the PEM endpoint, .../oauth2/v1/certs"
+            ) from None
+        except (gauth_exc.GoogleAuthError, ValueError) as e:
+            if attempt == 1 and "Certificate for key id" in str(e) and _request.forget(certs_url):
+                continue  # Google rotated its keys since the certificates were cached
+            raise _not_verified(str(e), token, audiences, certs_url) from None
+    raise AssertionError("unreachable")
+
+
+def _not_verified(reason: str, token: str, audiences: list[str], certs_url: str) -> EnqueuerError:
+    expected = audiences[0] if len(audiences) == 1 else f"one of {', '.join(audiences)}"
+    # google-auth checks the signature first: past it, the payload can be trusted.
+    if "wrong audience" in reason:
+        aud = jwt.decode(token, verify=False).get("aud")
+        return RequestNotVerified(
+            f"The token's audience is {aud!r}; this worker expects {expected}: set the "
+            f"worker's AUD_* (or its audience in the workers file) to {audiences[0]} on the "
+            "enqueuer."
+        )
+    if "Token expired" in reason:
+        exp = jwt.decode(token, verify=False).get("exp")
+        when = dt.datetime.fromtimestamp(exp, dt.UTC).isoformat() if exp else "?"
+        return RequestNotVerified(
+            f"The token expired at {when}: Cloud Tasks mints a fresh one for each attempt, "
+            "so this request was replayed or this worker's clock is wrong."
+        )
+    if "too early" in reason:
+        return RequestNotVerified(
+            f"The token is issued in the future ({reason}): check this worker's clock."
+        )
+    if "Certificate for key id" in reason:
+        return RequestNotVerified(
+            f"The token is signed with a key {certs_url} does not publish: it was not minted "
+            "by Google (locally: by the emulator whose certificates this worker reads)."
+        )
+    if "signature" in reason:
+        return RequestNotVerified(
+            f"The token's signature does not verify against {certs_url}: it was altered, "
+            "or minted by someone other than Google."
+        )
+    if "Wrong number of segments" in reason:
+        reason = "a JWT has three dot-separated parts"
+    detail = reason.split(": b'")[0][:200]  # never echo the token back
+    return RequestNotVerified(
+        f"The bearer token is not a valid Google ID token ({detail}): this worker "
+        "accepts only the OIDC token Cloud Tasks sends for a task with an oidc_token."
+    )
