@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-STATE ?= .state
 
 .PHONY: test run lint bench install
 
@@ -22,9 +21,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
-# The local Google for now: the emulator with the three workers' queues (dev/emulator.toml).
+# The whole product on this machine: `enqueuer dev` (emulator, workers, API, dashboard).
 run: $(STAMP)
-	$(PY) -m emulator --config dev/emulator.toml --db $(STATE)/emulator.db
+	$(VENV)/bin/enqueuer dev
 
 bench: $(STAMP)
 	$(PY) bench/emulator.py

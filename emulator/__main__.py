@@ -54,10 +54,11 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    services = " ".join(f"{name}={url}" for name, url in emulator.cloud_run.urls().items())
     print(
         f"Cloud Tasks emulator ready: gRPC {args.host}:{emulator.port}, "
         f"HTTP {emulator.http_url}, project {config.project}, location {config.location}, "
-        f"state {db}",
+        f"state {db}" + (f", services {services}" if services else ""),
         flush=True,
     )
     await stop.wait()

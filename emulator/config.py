@@ -9,15 +9,41 @@ task_name_reservation_s = 3600      # how long a finished task's name stays take
 name = "queue-brain"
 rate_limits = { max_dispatches_per_second = 5, max_concurrent_dispatches = 10 }
 retry_config = { max_attempts = 5, min_backoff_s = 1, max_backoff_s = 60, max_doublings = 3 }
+
+[iam]                               # who calls the APIs, and whether IAM is checked
+enforce = true                      # default false: every caller may do everything
+principal = "serviceAccount:enqueuer@local-project.iam.gserviceaccount.com"
+
+[[iam.bindings]]                    # on the project
+role = "roles/cloudtasks.enqueuer"
+members = ["serviceAccount:enqueuer@local-project.iam.gserviceaccount.com"]
+
+[[service_accounts]]                # who may act as an account
+email = "caller@local-project.iam.gserviceaccount.com"
+
+[[service_accounts.bindings]]
+role = "roles/iam.serviceAccountUser"
+members = ["serviceAccount:enqueuer@local-project.iam.gserviceaccount.com"]
+
+[[services]]                        # a Cloud Run service, behind its front door
+name = "brain"
+port = 8081
+paths = ["/process"]
+timeout_s = 900
+invokers = ["serviceAccount:caller@local-project.iam.gserviceaccount.com"]
 ```
+
+Policies named here are applied at every start (the file is authoritative for them).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emulator.names import LOCATION_PATTERN, PROJECT_PATTERN, QUEUE_ID_RE
 
@@ -46,15 +72,79 @@ class QueueConfig(_Strict):
     retry_config: RetryConfigModel = RetryConfigModel()
 
 
+_MEMBER = r"^(allUsers|allAuthenticatedUsers|(user|serviceAccount|group|domain):.+)$"
+
+
+class BindingConfig(_Strict):
+    role: str = Field(pattern=r"^roles/[A-Za-z0-9_.]+$")
+    members: list[str] = Field(min_length=1)
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, members: list[str]) -> list[str]:
+        for m in members:
+            if not re.match(_MEMBER, m):
+                raise ValueError(
+                    f'member "{m}" must be "allUsers", "allAuthenticatedUsers" or "TYPE:ID", '
+                    'for example "serviceAccount:caller@PROJECT.iam.gserviceaccount.com"'
+                )
+        return members
+
+
+class ServiceAccountConfig(_Strict):
+    """A service account and who may use it (``roles/iam.serviceAccountUser`` ...)."""
+
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    bindings: list[BindingConfig] = []
+
+
+class ServiceConfig(_Strict):
+    """A Cloud Run service the emulator hosts on ``port``, behind Cloud Run's front door."""
+
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
+    port: int = Field(ge=0, le=65535, description="0: any free port")
+    paths: list[str] = Field(["/"], min_length=1, description="what the sample worker serves")
+    timeout_s: float = Field(300.0, gt=0, le=3600, description="the request timeout")
+    custom_audiences: list[str] = []
+    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] = "all"
+    service_account: str | None = None  # the identity the service runs as
+    invokers: list[str] = Field([], description="members holding roles/run.invoker")
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if not p.startswith("/") or "?" in p or "#" in p:
+                raise ValueError(f'path "{p}" must start with "/" and hold no query, '
+                                 'for example "/process"')
+        return paths
+
+
+class IamConfig(_Strict):
+    """Who calls the emulator's APIs, and whether IAM is checked where Google checks it."""
+
+    enforce: bool = False
+    # Used when a call carries no ``x-emulator-principal`` metadata.
+    principal: str = Field("serviceAccount:enqueuer@local-project.iam.gserviceaccount.com",
+                           pattern=_MEMBER)
+    bindings: list[BindingConfig] = []  # on the project
+
+
 class EmulatorConfig(_Strict):
     project: str = Field("local-project", pattern=f"^{PROJECT_PATTERN}$")
     location: str = Field("us-central1", pattern=f"^{LOCATION_PATTERN}$")
     task_name_reservation_s: float = Field(3600.0, ge=0)
     queue_name_reservation_s: float = Field(7 * 24 * 3600.0, ge=0)
     queues: list[QueueConfig] = []
+    services: list[ServiceConfig] = []
+    service_accounts: list[ServiceAccountConfig] = []
+    iam: IamConfig = IamConfig()
 
     def queue_name(self, queue_id: str) -> str:
         return f"projects/{self.project}/locations/{self.location}/queues/{queue_id}"
+
+    def service_name(self, service: str) -> str:
+        return f"projects/{self.project}/locations/{self.location}/services/{service}"
 
 
 class ConfigError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -18,6 +19,14 @@ from emulator.errors import ApiError
 log = logging.getLogger("emulator.grpc")
 # Large enough that an oversized task reaches CreateTask and gets Google's message.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# The metadata of the call being served (lower-case keys), for who-is-calling checks.
+CALL_METADATA: ContextVar[dict[str, str] | None] = ContextVar("CALL_METADATA", default=None)
+PRINCIPAL_HEADER = "x-emulator-principal"
+
+
+def caller(default: str) -> str:
+    """The calling principal: the call's ``x-emulator-principal`` metadata, or ``default``."""
+    return (CALL_METADATA.get() or {}).get(PRINCIPAL_HEADER) or default
 
 
 class GrpcRouter:
@@ -28,6 +37,8 @@ class GrpcRouter:
         self, service: str, method: str, fn: Callable[[Any], Any], request_type: type
     ) -> None:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            CALL_METADATA.set({k.lower(): v for k, v in (context.invocation_metadata() or ())
+                               if isinstance(v, str)})
             try:
                 return fn(request)
             except ApiError as e:

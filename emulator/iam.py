@@ -1,8 +1,12 @@
-"""IAM policies on the emulator's resources: stored, versioned by etag, testable.
+"""IAM on the emulator's resources: policies (stored, versioned by etag), the roles they
+grant, and the check of who may do what.
 
-Enforcement (who may do what) arrives with the local Cloud Run and IAM; until then the
-caller is treated as the project's owner, so TestIamPermissions grants every valid
-permission it is asked about.
+Resources are named as Google names them: ``projects/P`` (the project's own policy),
+``projects/P/locations/L/queues/Q``, ``projects/P/locations/L/services/S``, and
+``serviceAccounts/EMAIL`` for a service account (whatever project path a client used).
+A member holds a permission on a resource when a binding on the resource, or on its
+project, gives one of the member's identities (itself, ``allUsers``, and for any caller
+``allAuthenticatedUsers``) a role that includes it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import grpc
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
 from emulator.errors import ApiError, invalid
+from emulator.grpc_server import caller
 from emulator.store import Store
 
 Policy = policy_pb2.Policy
@@ -21,6 +26,46 @@ EMPTY_ETAG = b"ACAB"
 _MEMBER_PREFIXES = ("user:", "serviceAccount:", "group:", "domain:", "principal://",
                     "principalSet://", "deleted:")
 _SPECIAL_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
+
+
+_TASKS = ("cloudtasks.tasks.create", "cloudtasks.tasks.get", "cloudtasks.tasks.list",
+          "cloudtasks.tasks.delete", "cloudtasks.tasks.run", "cloudtasks.tasks.fullView")
+_QUEUES = tuple(f"cloudtasks.queues.{v}" for v in (
+    "get", "list", "create", "update", "delete", "pause", "resume", "purge", "getIamPolicy",
+    "setIamPolicy"))
+_RUN = tuple(f"run.services.{v}" for v in (
+    "get", "list", "create", "update", "delete", "getIamPolicy", "setIamPolicy"))
+_SA_TOKENS = ("iam.serviceAccounts.getOpenIdToken", "iam.serviceAccounts.getAccessToken",
+              "iam.serviceAccounts.signBlob", "iam.serviceAccounts.signJwt",
+              "iam.serviceAccounts.implicitDelegation")
+# The predefined roles the emulator knows, with the permissions that matter here.
+ROLES: dict[str, frozenset[str]] = {
+    "roles/cloudtasks.enqueuer": frozenset({"cloudtasks.tasks.create"}),
+    "roles/cloudtasks.taskRunner": frozenset({"cloudtasks.tasks.run"}),
+    "roles/cloudtasks.viewer": frozenset({"cloudtasks.queues.get", "cloudtasks.queues.list",
+                                          "cloudtasks.tasks.get", "cloudtasks.tasks.list"}),
+    "roles/cloudtasks.taskDeleter": frozenset({"cloudtasks.tasks.delete"}),
+    "roles/cloudtasks.queueAdmin": frozenset(_QUEUES),
+    "roles/cloudtasks.admin": frozenset(_QUEUES + _TASKS),
+    "roles/iam.serviceAccountUser": frozenset({"iam.serviceAccounts.actAs",
+                                               "iam.serviceAccounts.get",
+                                               "iam.serviceAccounts.list"}),
+    "roles/iam.serviceAccountTokenCreator": frozenset(_SA_TOKENS),
+    "roles/iam.serviceAccountAdmin": frozenset({
+        "iam.serviceAccounts.get", "iam.serviceAccounts.list",
+        "iam.serviceAccounts.getIamPolicy", "iam.serviceAccounts.setIamPolicy"}),
+    "roles/run.invoker": frozenset({"run.routes.invoke"}),
+    "roles/run.viewer": frozenset({"run.services.get", "run.services.list",
+                                   "run.services.getIamPolicy"}),
+    "roles/run.admin": frozenset((*_RUN, "run.routes.invoke")),
+}
+OWNER_ROLES = frozenset({"roles/owner", "roles/editor"})  # every permission
+
+
+def service_account_resource(name: str) -> str:
+    """``projects/-/serviceAccounts/E``, ``projects/P/serviceAccounts/E`` or ``E``: one key."""
+    # Google treats account emails without regard to case.
+    return f"serviceAccounts/{name.rsplit('/', 1)[-1].lower()}"
 
 
 def _etag(body: bytes) -> bytes:
@@ -69,6 +114,13 @@ class PolicyStore:
         policy.etag = _etag(body)
         return policy
 
+    def replace(self, resource: str, bindings: dict[str, list[str]]) -> None:
+        """Set a policy from configuration: role -> members."""
+        policy = Policy(version=1)
+        for role, members in bindings.items():
+            policy.bindings.add(role=role, members=members)
+        self.store.set_policy(resource, policy.SerializeToString())
+
     @staticmethod
     def test(
         request: iam_policy_pb2.TestIamPermissionsRequest, valid: frozenset[str]
@@ -82,3 +134,45 @@ class PolicyStore:
             if permission not in valid:
                 raise invalid(f"Permission {permission} is not valid for this resource.")
         return iam_policy_pb2.TestIamPermissionsResponse(permissions=list(request.permissions))
+
+
+class Authorizer:
+    """Who may do what, from the stored policies; with ``enforce`` off, everyone may."""
+
+    def __init__(self, policies: PolicyStore, project: str, enforce: bool,
+                 default_principal: str) -> None:
+        self.policies = policies
+        self.project = project
+        self.enforce = enforce
+        self.default_principal = default_principal
+
+    def holds(self, member: str, permission: str, resource: str) -> bool:
+        """Whether ``member`` has ``permission`` on ``resource`` (policy checked always)."""
+        identities = {member, "allUsers"}
+        if member not in ("allUsers", ""):
+            identities.add("allAuthenticatedUsers")
+        for res in (resource, f"projects/{self.project}"):
+            for binding in self.policies.get(res).bindings:
+                if identities.isdisjoint(binding.members):
+                    continue
+                if binding.role in OWNER_ROLES or permission in ROLES.get(binding.role, ()):
+                    return True
+        return False
+
+    def principal(self) -> str:
+        """Who makes the API call being served."""
+        return caller(self.default_principal)
+
+    def allows(self, member: str, permission: str, resource: str) -> bool:
+        """Where Google checks IAM on an API call: only when enforcement is on."""
+        return not self.enforce or self.holds(member, permission, resource)
+
+    def require(self, member: str, permission: str, resource: str, shown: str) -> None:
+        """Raise Google's PERMISSION_DENIED unless ``member`` may; ``shown`` is the
+        resource as Google's message names it."""
+        if not self.allows(member, permission, resource):
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f'The principal (user or service account) lacks IAM permission "{permission}" '
+                f'for the resource "{shown}" (or the resource may not exist).',
+            )

@@ -18,11 +18,14 @@ from google.iam.v1 import iam_policy_pb2
 from google.protobuf import field_mask_pb2
 
 from emulator.clock import duration, now_us
-from emulator.config import ConfigError, EmulatorConfig, QueueConfig
+from emulator.cloud_run import CloudRun
+from emulator.config import BindingConfig, ConfigError, EmulatorConfig, QueueConfig
 from emulator.dispatcher import Dispatcher
 from emulator.errors import ApiError
 from emulator.grpc_server import GrpcRouter
 from emulator.http_api import oidc_routes
+from emulator.iam import Authorizer, PolicyStore, service_account_resource
+from emulator.iam_admin import IamAdmin
 from emulator.oidc import Issuer
 from emulator.queue_stats import GetQueueRequestB3, ListQueuesRequestB3, QueueStatsService
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
@@ -64,12 +67,19 @@ class Emulator:
         self.issuer = Issuer(self.store)
         limits = Limits(self.config.task_name_reservation_s, self.config.queue_name_reservation_s)
         self.dispatcher = Dispatcher(self.store, self.issuer, limits.task_name_reservation_s)
-        self.tasks = CloudTasksService(self.store, self.dispatcher, limits)
+        iam = self.config.iam
+        self.authorizer = Authorizer(PolicyStore(self.store), self.config.project, iam.enforce,
+                                     iam.principal)
+        self.tasks = CloudTasksService(self.store, self.dispatcher, limits, self.authorizer)
         self._register_tasks_api()
+        self.cloud_run = CloudRun(self.config, self.authorizer, self.issuer, self.host)
+        self.cloud_run.register(self.router)
+        IamAdmin(self.config, self.authorizer).register(self.router)
         oidc_routes(self.http_app, self.issuer)
         try:
             self._apply_config()
             await self._listen()
+            await self.cloud_run.start()
             await self.dispatcher.start()
         except BaseException:
             await self.stop()
@@ -102,6 +112,8 @@ class Emulator:
             await self._grpc.stop(grace=1)
         if self._http:
             await self._http.cleanup()
+        if hasattr(self, "cloud_run"):
+            await self.cloud_run.stop()
         await self.dispatcher.stop()
         self.store.close()
 
@@ -146,6 +158,15 @@ class Emulator:
                 raise ConfigError(f"queue {qc.name!r}: {e.message}") from None
             queue.state = PAUSED if qc.paused else RUNNING
             self.store.put_queue(queue)
+        # The configuration is authoritative for the policies it names: applied at each start.
+        policies = self.authorizer.policies
+        if self.config.iam.bindings:
+            policies.replace(f"projects/{self.config.project}", _bindings(self.config.iam.bindings))
+        for sa in self.config.service_accounts:
+            policies.replace(service_account_resource(sa.email), _bindings(sa.bindings))
+        for svc in self.config.services:
+            invokers = {"roles/run.invoker": svc.invokers} if svc.invokers else {}
+            policies.replace(self.config.service_name(svc.name), invokers)
 
     async def _expire_reservations(self) -> None:
         while True:
@@ -154,6 +175,13 @@ class Emulator:
                 self.store.expire_reservations(now_us())
             except Exception:
                 log.exception("could not expire task name reservations")
+
+
+def _bindings(bindings: list[BindingConfig]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for b in bindings:
+        out.setdefault(b.role, []).extend(m for m in b.members if m not in out.get(b.role, []))
+    return out
 
 
 def _queue_update(name: str, qc: QueueConfig) -> tuple[Queue, list[str]]:

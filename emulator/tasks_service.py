@@ -21,7 +21,7 @@ from google.protobuf import empty_pb2
 from emulator.clock import US, duration, from_timestamp, now_us, seconds, to_timestamp
 from emulator.dispatcher import USER_AGENT, Dispatcher
 from emulator.errors import ApiError, invalid, not_found
-from emulator.iam import Policy, PolicyStore
+from emulator.iam import Authorizer, Policy, service_account_resource
 from emulator.names import parse_location, parse_queue, parse_task
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
 from emulator.store import Store, Task
@@ -115,11 +115,13 @@ def _view(task: Task, view: int) -> Task:
 
 
 class CloudTasksService:
-    def __init__(self, store: Store, dispatcher: Dispatcher, limits: Limits) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, limits: Limits,
+                 authorizer: Authorizer) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.limits = limits
-        self.policies = PolicyStore(store)
+        self.authorizer = authorizer
+        self.policies = authorizer.policies
 
     # -- queues -----------------------------------------------------------------------
 
@@ -238,8 +240,16 @@ class CloudTasksService:
     def TestIamPermissions(
         self, req: iam_policy_pb2.TestIamPermissionsRequest
     ) -> iam_policy_pb2.TestIamPermissionsResponse:
+        """The requested permissions the caller holds on the queue (all of them when IAM is
+        not enforced)."""
         self.queue(req.resource)
-        return self.policies.test(req, QUEUE_PERMISSIONS)
+        answer = self.policies.test(req, QUEUE_PERMISSIONS)
+        if self.authorizer.enforce:
+            member = self.authorizer.principal()
+            held = [p for p in dict.fromkeys(answer.permissions)
+                    if self.authorizer.holds(member, p, req.resource)]
+            return iam_policy_pb2.TestIamPermissionsResponse(permissions=held)
+        return answer
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -284,6 +294,10 @@ class CloudTasksService:
 
     def CreateTask(self, req: CreateTaskRequest) -> Task:
         queue_name = parse_queue(req.parent)
+        # IAM first, as Cloud Tasks does: a caller without the permission learns nothing
+        # about the queue (Google's message says it "may not exist").
+        member = self.authorizer.principal()
+        self.authorizer.require(member, "cloudtasks.tasks.create", req.parent, req.parent)
         task = Task()
         task.CopyFrom(req.task)
         if task.name:
@@ -299,6 +313,12 @@ class CloudTasksService:
         self._check_target(task)
         self._check_schedule(task, now)
         self._check_deadline(task)
+        # A token minted for a service account: the caller must be allowed to act as it.
+        token = task.http_request.WhichOneof("authorization_header")
+        if token is not None:
+            email = getattr(task.http_request, token).service_account_email
+            self.authorizer.require(member, "iam.serviceAccounts.actAs",
+                                    service_account_resource(email), email)
         for field in ("create_time", "dispatch_count", "response_count", "first_attempt",
                       "last_attempt", "view"):
             task.ClearField(field)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from enqueuer_core import inspect
+from enqueuer_core import devstack, inspect
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import Settings, load_settings
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
@@ -210,6 +210,37 @@ def emulator(ctx: typer.Context) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "emulator", *ctx.args])
+
+
+@app.command()
+def dev(
+    no_api: Annotated[bool, typer.Option("--no-api", help="Leave the API out.")] = False,
+    no_dashboard: Annotated[bool, typer.Option(
+        "--no-dashboard", help="Leave the dashboard out.")] = False,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="Folder for the stack's state and logs (default: $ENQUEUER_STATE or "
+        "~/.local/state/enqueuer/dev).")] = None,
+    ephemeral: Annotated[bool, typer.Option(
+        "--ephemeral-ports", help="Free ports instead of 8080-8083, 8123-8124 and 8501.")
+    ] = False,
+) -> None:
+    """The whole product on this machine: emulator, workers, API, dashboard. Ctrl-C stops it."""
+    with _reporting(False):
+        code = devstack.run(state or devstack.default_state_dir(),
+                            devstack.DevPorts.ephemeral() if ephemeral else devstack.DevPorts(),
+                            api=not no_api, dashboard=not no_dashboard)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _options(
+    local: Annotated[bool, typer.Option(
+        "--local", help="Use the settings of the running `enqueuer dev` stack (variables set "
+        "in the environment still win).")] = False,
+) -> None:
+    if local:
+        for name, value in devstack.local_settings().items():
+            os.environ.setdefault(name, value)
 
 
 def main() -> None:

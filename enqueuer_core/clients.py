@@ -20,7 +20,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (
     CloudTasksGrpcTransport,
 )
 
-from enqueuer_core.config import Settings
+from enqueuer_core.config import LOCAL_PRINCIPAL, Settings
 from enqueuer_core.errors import ConfigError
 
 # Who each client calls Google as, from the credentials it was built with.
@@ -58,7 +58,9 @@ def tasks_client(settings: Settings) -> tasks_v2.CloudTasksClient:
             settings.cloud_tasks_emulator_host,  # type: ignore[arg-type]
             options=_EMULATOR_CHANNEL,
         )
-        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        _principals[client] = LOCAL_PRINCIPAL  # the emulator's caller unless told otherwise
+        return client
     credentials = _credentials()
     return _remember_principal(tasks_v2.CloudTasksClient(credentials=credentials), credentials)
 
@@ -70,9 +72,11 @@ def tasks_async_client(settings: Settings) -> tasks_v2.CloudTasksAsyncClient:
             settings.cloud_tasks_emulator_host,  # type: ignore[arg-type]
             options=_EMULATOR_CHANNEL,
         )
-        return tasks_v2.CloudTasksAsyncClient(
+        aclient = tasks_v2.CloudTasksAsyncClient(
             transport=CloudTasksGrpcAsyncIOTransport(channel=channel)
         )
+        _principals[aclient] = LOCAL_PRINCIPAL
+        return aclient
     credentials = _credentials()
     return _remember_principal(
         tasks_v2.CloudTasksAsyncClient(credentials=credentials), credentials

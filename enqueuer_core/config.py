@@ -26,6 +26,8 @@ MIN_DEADLINE_S, MAX_DEADLINE_S = 15, 1800
 LOCAL_PROJECT = "local-project"
 LOCAL_REGION = "us-central1"
 LOCAL_CALLER_SA = "enqueuer-caller@local-project.iam.gserviceaccount.com"
+# The account the enqueuer itself runs as on the local stack (the emulator's default caller).
+LOCAL_PRINCIPAL = "enqueuer@local-project.iam.gserviceaccount.com"
 LOCAL_URLS = {
     "BRAIN": "http://127.0.0.1:8081/process",
     "TESTI": "http://127.0.0.1:8082/generate-testimony",

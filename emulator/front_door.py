@@ -1,0 +1,169 @@
+"""Cloud Run's front door: what a request must get past before it reaches a service.
+
+Checked in the order Cloud Run checks them, each answered as Cloud Run answers it:
+
+1. **Ingress.** ``all`` lets everything in. ``internal`` (and
+   ``internal-and-cloud-load-balancing``: the emulator has no load balancer) lets in only
+   what Cloud Run counts as internal. Cloud Run's ingress page lists Cloud Tasks among the
+   Google products that are internal "if they are in the same project or VPC Service
+   Controls perimeter as your Cloud Run service" (cloud.google.com/run/docs/securing/ingress);
+   the emulator has one project, so its own Cloud Tasks dispatches (``User-Agent:
+   Google-Cloud-Tasks`` with ``X-CloudTasks-QueueName``) get in, and a direct call (curl, a
+   browser) does not. Refused requests get Google's 404 page, which is what a caller outside
+   the network sees (e.g. richardhe-fundamenta/practical-gcp-examples#11: "the curl test
+   from outside the VPC now returns 404").
+2. **Public or not.** A policy granting ``roles/run.invoker`` to ``allUsers`` (on the service
+   or its project) makes the service public: no token is needed, and none is checked.
+3. **The token** (``Authorization: Bearer <ID token>``): missing, not signed by the
+   emulator's issuer, expired, or not issued by ``https://accounts.google.com`` -> 401.
+   Its ``aud`` must be the service's URL or one of its ``custom_audiences``; any other
+   audience -> 401 (cloud.google.com/run/docs/configuring/custom-audiences: the token's
+   audience must match the service's ``*.run.app`` URL, or a custom audience, which is
+   compared as the exact string configured). The service URL is accepted with a trailing
+   slash (Google's samples use ``https://my-cloud-run-service.run.app/``) and with a path,
+   but not with a query or fragment: Cloud Tasks uses the full task URL as audience when
+   none is given, and Google's note on that default names only query parameters and
+   fragments as what leads to 401 (googleapis/python-tasks#137).
+4. **IAM.** The token's ``email`` is the member ``serviceAccount:EMAIL`` (the emulator mints
+   tokens for service accounts only, as Cloud Tasks' ``oidc_token`` does); without
+   ``run.routes.invoke`` on the service (``roles/run.invoker``, ``roles/run.admin``, owner or
+   editor, on the service or its project, also through ``allAuthenticatedUsers``) -> 403.
+   The policy is read on every request, so SetIamPolicy takes effect on the next one.
+
+The 401 and 403 pages are Google's (the 401 as quoted in google/adk-python#3814, the 403
+wording as quoted in datacommonsorg/docsite#463 and many others). The emulator adds one
+header Google does not send, ``X-Emulator-Reason``, saying exactly which check failed.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from google.auth import jwt
+
+from emulator.config import ServiceConfig
+from emulator.iam import Authorizer
+from emulator.oidc import ISSUER, Issuer
+
+INVOKE = "run.routes.invoke"
+_ISSUERS = (ISSUER, "accounts.google.com")
+_TOKEN_CACHE_SIZE = 1024
+# Google's pages, byte for byte but for the path.
+_PAGE = (
+    '<html><head>\n<meta http-equiv="content-type" content="text/html;charset=utf-8">\n'
+    "<title>{title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n"
+    "<h1>Error: {heading}</h1>\n<h2>{text}</h2>\n<h2></h2>\n</body></html>\n"
+)
+
+
+def error_page(status: int, path: str) -> str:
+    code = f"<code>{html.escape(path)}</code>"
+    if status == 401:
+        return _PAGE.format(title="401 Unauthorized", heading="Unauthorized",
+                            text=f"Your client does not have permission to the requested URL "
+                                 f"{code}.")
+    if status == 403:
+        return _PAGE.format(title="403 Forbidden", heading="Forbidden",
+                            text=f"Your client does not have permission to get URL {code} "
+                                 "from this server.")
+    return _PAGE.format(title="404 Page not found", heading="Page not found",
+                        text="The requested URL was not found on this server.")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the door decided: ``status`` 0 lets the request through with ``claims``."""
+
+    status: int = 0
+    reason: str = ""
+    claims: dict[str, Any] | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.status == 0
+
+
+def audience_matches(aud: str, service_url: str, custom_audiences: list[str]) -> bool:
+    """Whether a token audience is accepted by the service at ``service_url``."""
+    if aud in custom_audiences:
+        return True
+    parts = urlsplit(aud)
+    if parts.query or parts.fragment or not parts.scheme or not parts.netloc:
+        return False
+    return f"{parts.scheme}://{parts.netloc}".lower() == service_url.lower()
+
+
+def from_cloud_tasks(headers: Mapping[str, str]) -> bool:
+    """A dispatch of the emulator's own Cloud Tasks (the same project, so internal)."""
+    return (headers.get("User-Agent") == "Google-Cloud-Tasks"
+            and "X-CloudTasks-QueueName" in headers)
+
+
+class FrontDoor:
+    """The checks for one service; ``url`` is set once its port is bound."""
+
+    def __init__(self, service: ServiceConfig, resource: str, authorizer: Authorizer,
+                 issuer: Issuer) -> None:
+        self.service = service
+        self.resource = resource
+        self.authorizer = authorizer
+        self.issuer = issuer
+        self.url = ""
+        # Tokens are reused by their minters (5 min in the emulator): verify a signature once.
+        self._verified: dict[str, dict[str, Any]] = {}
+
+    def check(self, headers: Mapping[str, str]) -> Verdict:
+        if self.service.ingress != "all" and not from_cloud_tasks(headers):
+            return Verdict(404, f'ingress is "{self.service.ingress}": only requests from '
+                                "inside the project (such as Cloud Tasks) reach this service")
+        if self.authorizer.holds("allUsers", INVOKE, self.resource):
+            return Verdict()  # public: Cloud Run passes the request on without looking
+        token = _bearer(headers.get("Authorization", ""))
+        if not token:
+            return Verdict(401, "no Authorization: Bearer <ID token> header")
+        claims, problem = self._verify(token)
+        if claims is None:
+            return Verdict(401, problem)
+        auds = claims.get("aud")
+        auds = auds if isinstance(auds, list) else [auds]
+        if not any(isinstance(a, str) and audience_matches(a, self.url,
+                                                           self.service.custom_audiences)
+                   for a in auds):
+            allowed = ", ".join([self.url, *self.service.custom_audiences])
+            return Verdict(401, f"token audience {claims.get('aud')!r} is not this service's "
+                                f"URL or one of its custom audiences ({allowed})")
+        email = claims.get("email") or ""
+        member = f"serviceAccount:{email}" if email else ""
+        if not self.authorizer.holds(member, INVOKE, self.resource):
+            who = member or "a token without an email"
+            return Verdict(403, f"{who} lacks {INVOKE} on {self.resource}: grant it "
+                                "roles/run.invoker on the service")
+        return Verdict(claims=claims)
+
+    def _verify(self, token: str) -> tuple[dict[str, Any] | None, str]:
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                claims = jwt.decode(token, certs=self.issuer.certs_v1(), verify=True,
+                                    clock_skew_in_seconds=10)
+            except (ValueError, TypeError) as e:
+                return None, f"the token could not be verified: {e}"
+            if claims.get("iss") not in _ISSUERS:
+                return None, f"token issuer {claims.get('iss')!r} is not {ISSUER}"
+            if len(self._verified) >= _TOKEN_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
+        elif time.time() > float(claims.get("exp", 0)) + 10:
+            del self._verified[token]
+            return None, "the token has expired"
+        return claims, ""
+
+
+def _bearer(value: str) -> str:
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

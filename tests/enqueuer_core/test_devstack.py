@@ -1,0 +1,99 @@
+"""``enqueuer dev``: start the whole stack, run the README's curl, see the job arrive
+verified at the local brain, stop with Ctrl-C, and leave no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.emulator.harness import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+ENQUEUER = str(Path(sys.executable).with_name("enqueuer"))
+README_CURL = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                   if line.startswith("curl ") and "/enqueue" in line)
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def dev_stack(tmp_path):
+    proc = subprocess.Popen(
+        [ENQUEUER, "dev", "--state", str(tmp_path / "state"), "--ephemeral-ports",
+         "--no-dashboard"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: any("Ctrl-C stops everything" in line for line in lines) or
+                   proc.poll() is not None, timeout=90, interval=0.1, what="the stack is up")
+        assert proc.poll() is None, "".join(lines) + (proc.stderr.read() if proc.stderr else "")
+        yield proc, lines, tmp_path / "state"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
+    proc, lines, state = dev_stack
+    profile = json.loads((state / "profile.json").read_text())
+    api, brain = profile["api"], profile["services"]["brain"]
+    assert any(api in line for line in lines) and any(brain in line for line in lines)
+    children = children_of(proc.pid)
+    assert len(children) >= 2  # the emulator and the API
+
+    out = subprocess.run(README_CURL.replace("http://localhost:8080", api), shell=True,
+                         capture_output=True, text=True, timeout=20, check=True)
+    answer = json.loads(out.stdout)
+    assert answer["ok"] is True and answer["service"] == "brain"
+
+    def delivered():
+        got = httpx.get(f"{brain}/_requests", timeout=5).json()
+        got = got.get("requests", got) if isinstance(got, dict) else got
+        return [r for r in got if dict((k.lower(), v) for k, v in r["headers"]).get(
+            "x-idempotency-key") == answer["idempotency_key"]]
+
+    (request,) = wait_until(delivered, timeout=20, interval=0.1, what="brain got the job")
+    assert request["claims"]["email"] == "enqueuer-caller@local-project.iam.gserviceaccount.com"
+    assert request["claims"]["aud"] == brain
+    assert request["body"]["input_doc_id"] == "doc-in"
+
+    # --local reaches the same stack.
+    queues = subprocess.run([ENQUEUER, "--local", "queues", "--json"], capture_output=True,
+                            text=True, timeout=30, env={**os.environ,
+                                                        "ENQUEUER_STATE": str(state)})
+    assert queues.returncode == 0, queues.stderr
+    assert {q["queue_id"] for q in json.loads(queues.stdout)} >= {"queue-brain"}
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    wait_until(lambda: not any(alive(c) for c in children), timeout=10, what="no child left")
+    assert not (state / "profile.json").exists()
