@@ -37,12 +37,10 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.fixture
-def dev_stack(tmp_path):
+def start_dev(state: Path, *flags: str) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
-        [ENQUEUER, "dev", "--state", str(tmp_path / "state"), "--ephemeral-ports",
-         "--no-dashboard"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [ENQUEUER, "dev", "--state", str(state), "--ephemeral-ports", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     lines: list[str] = []
@@ -50,8 +48,24 @@ def dev_stack(tmp_path):
     try:
         wait_until(lambda: any("Ctrl-C stops everything" in line for line in lines) or
                    proc.poll() is not None, timeout=90, interval=0.1, what="the stack is up")
-        assert proc.poll() is None, "".join(lines) + (proc.stderr.read() if proc.stderr else "")
-        yield proc, lines, tmp_path / "state"
+    except TimeoutError:
+        proc.kill()
+        raise
+    assert proc.poll() is None, "".join(lines)
+    return proc, lines
+
+
+def stop_dev(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+@pytest.fixture
+def dev_stack(tmp_path):
+    state = tmp_path / "state"
+    proc, lines = start_dev(state, "--no-dashboard")
+    try:
+        yield proc, lines, state
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -97,3 +111,29 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
     assert proc.wait(30) == 0
     wait_until(lambda: not any(alive(c) for c in children), timeout=10, what="no child left")
     assert not (state / "profile.json").exists()
+
+
+def test_state_persists_across_runs_and_no_api_leaves_the_api_out(tmp_path):
+    state = tmp_path / "state"
+    env = {**os.environ, "ENQUEUER_STATE": str(state)}
+    proc, _ = start_dev(state, "--no-api", "--no-dashboard")
+    try:
+        profile = json.loads((state / "profile.json").read_text())
+        assert profile["api"] is None and len(children_of(proc.pid)) == 1  # the emulator only
+        out = subprocess.run(
+            [ENQUEUER, "--local", "enqueue", "testimonios", "--payload", "{}", "--in", "3600",
+             "--key", "kept-across-runs", "--json"],
+            capture_output=True, text=True, timeout=30, env=env)
+        assert out.returncode == 0, out.stderr
+    finally:
+        stop_dev(proc)
+
+    proc, _ = start_dev(state, "--no-api", "--no-dashboard")
+    try:
+        listed = subprocess.run([ENQUEUER, "--local", "tasks", "testimonios", "--json"],
+                                capture_output=True, text=True, timeout=30, env=env)
+        assert listed.returncode == 0, listed.stderr
+        keys = [t["idempotency_key"] for t in json.loads(listed.stdout)["tasks"]]
+        assert keys == ["kept-across-runs"]
+    finally:
+        stop_dev(proc)
