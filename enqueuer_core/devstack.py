@@ -199,9 +199,11 @@ class DevStack:
         if self.with_dashboard and (ROOT / "dashboard.py").is_file():
             dashboard_url = f"http://127.0.0.1:{self.ports.dashboard}"
             dash = self._spawn("dashboard", [
-                sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port",
-                str(self.ports.dashboard), "--server.headless", "true",
-                "--browser.gatherUsageStats", "false"], settings)
+                sys.executable, "-m", "streamlit", "run", "dashboard.py",
+                "--server.port", str(self.ports.dashboard), "--server.address", "127.0.0.1",
+                "--server.headless", "true", "--server.fileWatcherType", "none",
+                "--browser.gatherUsageStats", "false"],
+                {**settings, "ENQUEUER_API_URL": api_url or ""})
             _wait_http(f"{dashboard_url}/_stcore/health", "the dashboard", dash, self._log_tail)
 
         self.profile = DevProfile(settings, api_url, dashboard_url, grpc_target,
