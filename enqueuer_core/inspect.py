@@ -8,8 +8,10 @@ and nothing loads a queue whole: task lists stop at ``limit`` and task counts at
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +24,12 @@ from google.rpc import code_pb2
 
 from enqueuer_core.clients import principal
 from enqueuer_core.config import Settings
-from enqueuer_core.errors import PermissionDenied, QueueNotFound, translate_google_errors
+from enqueuer_core.errors import (
+    PermissionDenied,
+    QueueNotFound,
+    TaskNotFound,
+    translate_google_errors,
+)
 from enqueuer_core.workers import Registry, load_registry
 
 CALL_TIMEOUT_S = 5.0  # one read
@@ -276,3 +283,127 @@ def resolve_queue(name: str, settings: Settings, registry: Registry | None = Non
     registry = registry or load_registry(settings)
     worker = registry.workers.get(name)
     return settings.queue_path(worker.queue if worker else name)
+
+
+# -- pages, filters and one task in full, for the dashboard -------------------------------
+
+DEFAULT_PAGE_SIZE = 50
+
+
+def queue_of_task(task_name: str) -> str:
+    """The full queue name a full task name belongs to."""
+    return task_name.split("/tasks/", 1)[0]
+
+
+@contextmanager
+def task_call(client: tasks_v2.CloudTasksClient, task_name: str) -> Iterator[None]:
+    """Run a call about one existing task: ``TaskNotFound`` when it is gone, and every
+    other Google error translated as usual."""
+    queue = queue_of_task(task_name)
+    with translate_google_errors(queue=queue, principal=principal(client)):
+        try:
+            yield
+        except gexc.NotFound as e:
+            if "Queue does not exist" in e.message:
+                raise
+            raise TaskNotFound(
+                f"The task {task_name} does not exist: it may have run or been deleted "
+                f"already. ({e.message})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of a queue's tasks; ``next_page_token`` fetches the next (None: the last)."""
+
+    tasks: list[TaskSnapshot]
+    next_page_token: str | None
+
+
+def task_page(client: tasks_v2.CloudTasksClient, queue_path: str,
+              page_token: str | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> TaskPage:
+    """One ListTasks call: up to ``page_size`` tasks, from ``page_token`` (Cloud Tasks')."""
+    if not 1 <= page_size <= PAGE_SIZE:
+        raise ValueError(f"page_size must be from 1 to {PAGE_SIZE}")
+    with translate_google_errors(queue=queue_path, principal=principal(client)):
+        page = client.list_tasks(
+            request=tasks_v2.ListTasksRequest(parent=queue_path, page_size=page_size,
+                                              page_token=page_token or ""),
+            retry=READ_RETRY, timeout=CALL_TIMEOUT_S,
+        )
+        # ``page.tasks`` is this page only: the pager is never iterated, so it fetches
+        # nothing more.
+        tasks = [TaskSnapshot.from_task(t) for t in page.tasks]
+    return TaskPage(tasks=tasks, next_page_token=page.next_page_token or None)
+
+
+def filter_tasks(tasks: Iterable[TaskSnapshot], failing: bool = False, future: bool = False,
+                 text: str = "", now: dt.datetime | None = None) -> list[TaskSnapshot]:
+    """The tasks that match every filter given.
+
+    ``failing``: the last attempt failed. ``future``: scheduled after ``now``. ``text``: a
+    case-insensitive part of the task ID or the idempotency key.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    needle = text.strip().casefold()
+
+    def keep(t: TaskSnapshot) -> bool:
+        if failing and not t.failing:
+            return False
+        if future and not (t.schedule_time is not None and t.schedule_time > now):
+            return False
+        return not needle or needle in t.task_id.casefold() or needle in (
+            t.idempotency_key or "").casefold()
+
+    return [t for t in tasks if keep(t)]
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    """One task in full: its snapshot, the payload it carries, and its attempts."""
+
+    snapshot: TaskSnapshot
+    payload: Any  # the JSON-decoded body; the text when not JSON; None without a body
+    headers: dict[str, str]
+    first_attempt_time: dt.datetime | None  # dispatch time of the first attempt
+    # schedule_time, dispatch_time, response_time, code, message (None when unknown)
+    last_attempt: dict[str, Any]
+
+
+def _payload(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("latin-1")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _attempt(attempt: tasks_v2.Attempt, present: bool) -> dict[str, dt.datetime | None]:
+    pb = tasks_v2.Attempt.pb(attempt)
+    return {f: _time(getattr(pb, f), present and pb.HasField(f))
+            for f in ("schedule_time", "dispatch_time", "response_time")}
+
+
+def task_detail(client: tasks_v2.CloudTasksClient, task_name: str) -> TaskDetail:
+    """The task read with the FULL view (body included); ``TaskNotFound`` when it is gone."""
+    with task_call(client, task_name):
+        task = client.get_task(
+            request=tasks_v2.GetTaskRequest(name=task_name,
+                                            response_view=tasks_v2.Task.View.FULL),
+            retry=READ_RETRY, timeout=CALL_TIMEOUT_S,
+        )
+    pb = tasks_v2.Task.pb(task)
+    snapshot = TaskSnapshot.from_task(task)
+    http = pb.http_request
+    first = _attempt(task.first_attempt, pb.HasField("first_attempt"))
+    last: dict[str, Any] = _attempt(task.last_attempt, pb.HasField("last_attempt"))
+    last.update(code=snapshot.last_response_code, message=snapshot.last_response_message)
+    return TaskDetail(
+        snapshot=snapshot, payload=_payload(http.body), headers=dict(http.headers),
+        first_attempt_time=first["dispatch_time"], last_attempt=last,
+    )
