@@ -15,7 +15,6 @@ caller holds; with it off, every valid permission asked about.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import uuid
@@ -32,6 +31,7 @@ from emulator.errors import ApiError, invalid
 from emulator.grpc_server import GrpcRouter
 from emulator.iam import Authorizer, Policy
 from emulator.names import LOCATION_RE
+from emulator.paging import page_size, page_token, read_token
 from emulator.store import Store
 
 RUN_V2 = "google.cloud.run.v2.Services"
@@ -171,15 +171,13 @@ class RunAdmin:
                 " (or locations/- for every location)."
             )
         self._check("run.services.list", req.parent)
-        if req.page_size < 0:
-            raise invalid(f"page_size must not be negative; the maximum is {MAX_PAGE}.")
-        size = min(req.page_size or MAX_PAGE, MAX_PAGE)
-        after = _read_token(req.page_token) if req.page_token else ""
+        size = page_size(req.page_size, MAX_PAGE)
+        after = read_token(req.page_token) if req.page_token else ""
         prefix = (f"projects/{m['project']}/locations/"
                   + ("" if m["location"] == "-" else f"{m['location']}/"))
         names = sorted(n for n in self.services if n.startswith(prefix) and n > after)
         page = names[:size]
-        token = _page_token(page[-1]) if len(names) > size else ""
+        token = page_token(page[-1]) if len(names) > size else ""
         return ListServicesResponse(services=[self.services[n].proto() for n in page],
                                     next_page_token=token)
 
@@ -204,16 +202,3 @@ class RunAdmin:
         return iam_policy_pb2.TestIamPermissionsResponse(permissions=[
             p for p in asked.permissions if self.authorizer.holds(who, p, req.resource)
         ])
-
-
-def _page_token(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
-
-
-def _read_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise invalid(
-            "Invalid page_token: pass the next_page_token of the previous response unchanged."
-        ) from None

@@ -7,7 +7,6 @@ implement are not registered, so gRPC answers UNIMPLEMENTED.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import secrets
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from emulator.dispatcher import USER_AGENT, Dispatcher
 from emulator.errors import ApiError, invalid, not_found
 from emulator.iam import Authorizer, Policy, service_account_resource
 from emulator.names import parse_location, parse_queue, parse_task
+from emulator.paging import page_size, page_token, read_seq, read_token
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
 from emulator.store import Store, Task
 
@@ -77,34 +77,6 @@ class Limits:
     queue_name_reservation_s: float = 7 * 24 * 3600.0
 
 
-def _page_token(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode()
-
-
-def _read_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise invalid(
-            "Invalid page_token: pass the next_page_token of the previous response unchanged."
-        ) from None
-
-
-def _read_seq(token: str) -> int:
-    value = _read_token(token)
-    if not value.isdigit():
-        raise invalid(
-            "Invalid page_token: pass the next_page_token of the previous response unchanged."
-        )
-    return int(value)
-
-
-def _page_size(size: int, maximum: int) -> int:
-    if size < 0:
-        raise invalid(f"page_size must not be negative; the maximum is {maximum}.")
-    return min(size or maximum, maximum)
-
-
 def _view(task: Task, view: int) -> Task:
     out = Task()
     out.CopyFrom(task)
@@ -138,9 +110,9 @@ class CloudTasksService:
 
     def list_queues(self, parent: str, filter_: str, size: int, token: str) -> tuple[list, str]:
         parse_location(parent)
-        limit = _page_size(size, MAX_QUEUE_PAGE)
+        limit = page_size(size, MAX_QUEUE_PAGE)
         state = _state_filter(filter_)
-        after = _read_token(token) if token else ""
+        after = read_token(token) if token else ""
         out: list[Queue] = []
         while len(out) <= limit:
             batch = self.store.list_queues(parent, after, 500)
@@ -149,7 +121,7 @@ class CloudTasksService:
             after = batch[-1].name
             out.extend(q for q in batch if state is None or q.state == state)
         page = out[:limit]
-        return page, (_page_token(page[-1].name) if len(out) > limit else "")
+        return page, (page_token(page[-1].name) if len(out) > limit else "")
 
     def GetQueue(self, req: GetQueueRequest) -> Queue:
         return self.queue(req.name)
@@ -255,13 +227,13 @@ class CloudTasksService:
 
     def ListTasks(self, req: ListTasksRequest) -> ListTasksResponse:
         self.queue(req.parent)
-        limit = _page_size(req.page_size, MAX_TASK_PAGE)
-        after = _read_seq(req.page_token) if req.page_token else 0
+        limit = page_size(req.page_size, MAX_TASK_PAGE)
+        after = read_seq(req.page_token) if req.page_token else 0
         rows = self.store.list_tasks(req.parent, after, limit + 1)
         page = rows[:limit]
         return ListTasksResponse(
             tasks=[_view(r.task, req.response_view) for r in page],
-            next_page_token=_page_token(str(page[-1].seq)) if len(rows) > limit else "",
+            next_page_token=page_token(str(page[-1].seq)) if len(rows) > limit else "",
         )
 
     def _gone(self, name: str) -> ApiError:

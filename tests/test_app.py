@@ -23,8 +23,6 @@ from pathlib import Path
 import google.auth.transport.requests
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.oauth2 import id_token
@@ -44,6 +42,7 @@ from tests.emulator.harness import (
     wait_until,
 )
 from tests.receiver import Received, Receiver
+from tests.serving import serving
 
 PROJECT, REGION = "test-project", "us-central1"
 CALLER_SA = "caller@test-project.iam.gserviceaccount.com"
@@ -75,25 +74,6 @@ class Api:
     def queued(self) -> dict[str, list[str]]:
         return {s: [t.name for t in self.tasks.list_tasks(parent=q)]
                 for s, q in self.queues.items()}
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """``app`` in a real uvicorn server on an ephemeral port, in a thread; its base URL."""
-    # log_config=None: the test process's logging stays as pytest set it up.
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), timeout=10,
-                   what="uvicorn started")
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def make_queues(emulator: RunningEmulator, prefix: str, paused: bool) -> dict[str, str]:

@@ -3,15 +3,11 @@ library and the HTTP API say which permission is missing and how to grant it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import grpc
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from google.cloud import iam_admin_v1
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 from google.iam.v1 import policy_pb2
@@ -21,7 +17,8 @@ from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import Settings, load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import PermissionDenied
-from tests.emulator.harness import PARENT, PROJECT, RunningEmulator, start_emulator, wait_until
+from tests.emulator.harness import PARENT, PROJECT, RunningEmulator, start_emulator
+from tests.serving import serving
 
 # Who calls Cloud Tasks: the emulator's default principal, which the library assumes.
 ENQUEUER = "enqueuer@local-project.iam.gserviceaccount.com"
@@ -71,23 +68,6 @@ def assert_names_the_fix(message: str) -> None:
     assert "roles/iam.serviceAccountUser" in message
     assert FIX in message and "--role=roles/iam.serviceAccountUser" in message
     assert f"--member=serviceAccount:{ENQUEUER}" in message
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """``app`` in a real uvicorn server on an ephemeral port, in a thread; its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), timeout=10,
-                   what="uvicorn started")
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_the_library_names_the_missing_act_as_and_the_fix(enforcing, settings):

@@ -25,7 +25,7 @@ from enqueuer_core.preview import (
     preview_task,
 )
 from tests.emulator.harness import PARENT, PROJECT
-from tests.test_app import serving
+from tests.serving import serving
 
 CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"
 BRAIN = {"system_instructions_doc_id": "s", "base_prompt_doc_id": "b", "input_doc_id": "i",
