@@ -18,8 +18,22 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint chromium
 	$(PY) -m pytest
+
+# The browser tests drive the system Chromium (Debian package `chromium`): installed here
+# when missing and we are root, otherwise we stop and say how to install it.
+.PHONY: chromium
+chromium:
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Chromium for the browser tests (apt-get install chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "The browser tests need Chromium. Install it, then run make test again:" >&2; \
+		echo "    sudo apt-get install -y chromium" >&2; \
+		exit 1; \
+	fi
 
 # The whole product on this machine: `enqueuer dev` (emulator, workers, API, dashboard).
 run: $(STAMP)

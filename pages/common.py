@@ -1,0 +1,199 @@
+"""What every page shares: the one Enqueuer per process, cached snapshots, errors, links.
+
+Pages are UI only: they read through the cached functions here (``st.cache_data`` with a
+short TTL, keyed by primitive arguments) and act through ``enqueuer_core``, then call
+``after_action()`` so that no page shows a snapshot older than the action.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import runpy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NoReturn
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+from enqueuer_core.config import load_settings
+from enqueuer_core.enqueue import Enqueuer
+from enqueuer_core.errors import ConfigError, EnqueuerError
+from enqueuer_core.inspect import (
+    PAGE_SIZE,
+    QueueSnapshot,
+    TaskDetail,
+    TaskPage,
+    queue_snapshot,
+    task_detail,
+    task_page,
+)
+
+SNAPSHOT_TTL_S = 5
+# The page files, relative to dashboard.py: st.page_link and st.switch_page take these.
+OVERVIEW, ENQUEUE, QUEUES, DIAGNOSTICS = (
+    "pages/overview.py", "pages/enqueue.py", "pages/queues.py", "pages/diagnostics.py")
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+
+
+@st.cache_resource(show_spinner=False)
+def _enqueuer() -> Enqueuer:
+    # Settings, registry and the gRPC channel: built once per process, shared by sessions.
+    # A ConfigError is not cached: the next run tries again (after the fix and a restart).
+    return Enqueuer(load_settings())
+
+
+def stop_with(error: EnqueuerError) -> NoReturn:
+    show_error(error)
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop raises
+
+
+def through_the_entry() -> None:
+    """Make sure this run goes through dashboard.py (its page config and st.navigation).
+
+    Streamlit takes a `pages/` folder beside the entry script for an old-style (v1)
+    multipage app until the entry has called st.navigation once in the process: the first
+    session of a fresh process (a restart, a new Cloud Run instance) that opens a deep link
+    such as /queues?queue=... would run that page alone, with no page config and a sidebar
+    listing every module of pages/. Such a run runs the entry instead, in the same run (a
+    rerun would drop a button's click), and the entry runs this page.
+    """
+    if not PagesManager.uses_pages_directory:
+        return
+    PagesManager.uses_pages_directory = False  # what st.navigation itself sets
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    runpy.run_path(ctx.main_script_path, run_name="__main__")
+    st.stop()
+
+
+def enqueuer() -> Enqueuer:
+    """The process's Enqueuer; on a configuration error, the error and its fix, then stop.
+
+    Every page calls it first: it also sends a page run alone back through the entry.
+    """
+    through_the_entry()
+    try:
+        return _enqueuer()
+    except ConfigError as e:
+        stop_with(e)
+
+
+def show_error(error: EnqueuerError) -> None:
+    """An EnqueuerError as operators see it: the message (which carries the fix)."""
+    if isinstance(error, ConfigError):
+        st.error(f"**Configuration error** ({error.code})\n\n{error.message}\n\n"
+                 "Fix the environment (or the workers file) and restart the dashboard.",
+                 icon=":material/settings:")
+    else:
+        st.error(f"{error.message}\n\n`{error.code}`", icon=":material/error:")
+
+
+@contextmanager
+def shown_errors() -> Iterator[None]:
+    """Run a block; an EnqueuerError in it becomes an st.error, and the page goes on."""
+    try:
+        yield
+    except EnqueuerError as e:
+        show_error(e)
+
+
+def after_action() -> None:
+    """Forget every cached snapshot: the next read sees what the action changed."""
+    st.cache_data.clear()
+
+
+def api_url() -> str:
+    return os.environ.get("ENQUEUER_API_URL") or DEFAULT_API_URL
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown once on the next run (actions end with st.rerun)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(message)
+
+
+def page_link(page: str, label: str, icon: str | None = None,
+              query_params: dict[str, str] | None = None) -> None:
+    """st.page_link, or a plain link when the page runs on its own (outside dashboard.py)."""
+    try:
+        st.page_link(page, label=label, icon=icon, query_params=query_params)
+    except StreamlitAPIException:
+        slug = page.rsplit("/", 1)[-1].removesuffix(".py")
+        query = "&".join(f"{k}={v}" for k, v in (query_params or {}).items())
+        st.markdown(f"[{label}](/{slug}{'?' + query if query else ''})")
+
+
+# -- times ----------------------------------------------------------------------------------
+
+
+def utc(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def age(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """How long ago, in the largest unit that reads well: 42s, 7m, 3h 5m, 2d 4h."""
+    if value is None:
+        return "-"
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - value).total_seconds())
+    if seconds < 0:
+        return "in " + age(now or dt.datetime.now(dt.UTC), value)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours < 1:
+        return f"{minutes}m"
+    if days < 1:
+        return f"{hours}h {minutes % 60}m"
+    return f"{days}d {hours % 24}h"
+
+
+# -- cached snapshots (primitive arguments only; cleared by after_action) -------------------
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def cached_queue(queue_path: str, count_cap: int) -> QueueSnapshot:
+    return queue_snapshot(enqueuer().client, queue_path, count_cap=count_cap)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def cached_task_page(queue_path: str, page_token: str | None, page_size: int) -> TaskPage:
+    return task_page(enqueuer().client, queue_path, page_token, page_size)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def cached_task_detail(task_name: str) -> TaskDetail:
+    return task_detail(enqueuer().client, task_name)
+
+
+@dataclass(frozen=True)
+class QueueGlance:
+    queue: QueueSnapshot
+    tasks: int  # on the first page (up to PAGE_SIZE)
+    more: bool  # the queue holds more than that page
+    failing: int
+    oldest: dt.datetime | None
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def glance(queue_path: str) -> QueueGlance:
+    # One GetQueue and one ListTasks page (the largest Cloud Tasks serves) per queue:
+    # a queue of any length costs the same.
+    client = enqueuer().client
+    queue = cached_queue(queue_path, 0)
+    if queue.error or queue.state not in ("RUNNING", "PAUSED", "DISABLED"):
+        return QueueGlance(queue, 0, False, 0, None)
+    page = task_page(client, queue_path, page_size=PAGE_SIZE)
+    created = [t.create_time for t in page.tasks if t.create_time]
+    return QueueGlance(queue, len(page.tasks), page.next_page_token is not None,
+                       sum(t.failing for t in page.tasks), min(created, default=None))
