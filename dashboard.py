@@ -24,6 +24,8 @@ navigation = st.navigation([
     st.Page(common.DIAGNOSTICS, title="Diagnostics", icon=":material/stethoscope:",
             url_path="diagnostics"),
 ])
-# Settings come from the environment: a ConfigError stops here, shown with its fix.
-common.enqueuer()
+# Settings come from the environment: a ConfigError stops here, shown with its fix, except
+# on Diagnostics, which reads them leniently to report every setting that cannot work.
+if navigation.url_path != "diagnostics":
+    common.enqueuer()
 navigation.run()

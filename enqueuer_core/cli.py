@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from enqueuer_core import devstack, inspect
+from enqueuer_core import devstack, diagnose, inspect
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import Settings, load_settings
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
@@ -230,6 +230,49 @@ def dev(
                             devstack.DevPorts.ephemeral() if ephemeral else devstack.DevPorts(),
                             api=not no_api, dashboard=not no_dashboard)
     raise typer.Exit(code)
+
+
+# ``enqueuer diagnose`` exit codes: a check failed, or (with none failing) one could not run.
+DIAGNOSE_FAILED, DIAGNOSE_UNKNOWN = 1, 2
+
+
+@app.command("diagnose")
+def diagnose_command(
+    worker: Annotated[list[str] | None, typer.Option(
+        "--worker", help="Check this worker only (repeat for more; default: all).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check that every worker can be reached, and print the exact fix of what cannot.
+
+    Exit code 0 when no check fails (warnings allowed), 1 when one fails, 2 when none fails
+    but some could not be run (an API unreachable or refusing). Settings that would not work
+    are reported as failed checks, not refused; variables in the environment win over
+    ``--local``, so ``AUD_BRAIN=... enqueuer --local diagnose`` tries a change first.
+    """
+    with _reporting(as_json):
+        results = diagnose.diagnose(load_settings(lenient=True), worker or None)
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+    else:
+        _render_diagnosis(results)
+    status = diagnose.worst(results)
+    if status == "fail":
+        raise typer.Exit(DIAGNOSE_FAILED)
+    if status == "unknown":
+        raise typer.Exit(DIAGNOSE_UNKNOWN)
+
+
+def _render_diagnosis(results: list[diagnose.CheckResult]) -> None:
+    _table(["WORKER", "CHECK", "STATUS", "TITLE", "EVIDENCE"],
+           [[r.worker, r.check, r.status.upper(), r.title, r.evidence] for r in results])
+    todo = [r for r in results if r.status != "pass" and r.fix]
+    if todo:
+        typer.echo("\nTo fix:")
+        for r in todo:
+            typer.echo(f"  [{r.status}] {r.worker} {r.check}: {r.fix}")
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "warn", "fail",
+                                                                "unknown")}
+    typer.echo("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
 
 @app.callback()

@@ -1,4 +1,5 @@
-"""The Google clients, built from the settings: Google itself, or the emulator.
+"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin), built from the settings:
+Google itself, or the emulator.
 
 With ``CLOUD_TASKS_EMULATOR_HOST`` every call goes over plaintext gRPC to the emulator and no
 Google credentials are needed; otherwise the clients use Application Default Credentials.
@@ -14,7 +15,9 @@ from typing import Any
 import google.auth
 import google.auth.exceptions
 import grpc
-from google.cloud import tasks_v2
+from google.cloud import iam_admin_v1, run_v2, tasks_v2
+from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 from google.cloud.tasks_v2.services.cloud_tasks.transports import (
     CloudTasksGrpcAsyncIOTransport,
     CloudTasksGrpcTransport,
@@ -86,3 +89,32 @@ def tasks_async_client(settings: Settings) -> tasks_v2.CloudTasksAsyncClient:
 def principal(client: Any) -> str | None:
     """Who the client calls Google as, when its credentials say (for error messages)."""
     return _principals.get(client)
+
+
+def _emulator_channel(settings: Settings) -> grpc.Channel:
+    return grpc.insecure_channel(
+        settings.cloud_tasks_emulator_host,  # type: ignore[arg-type]
+        options=_EMULATOR_CHANNEL,
+    )
+
+
+def run_client(settings: Settings) -> run_v2.ServicesClient:
+    """Cloud Run Admin v2 (services, their IAM policies): Google, or the emulator."""
+    if settings.on_emulator:
+        client = run_v2.ServicesClient(
+            transport=ServicesGrpcTransport(channel=_emulator_channel(settings)))
+        _principals[client] = LOCAL_PRINCIPAL
+        return client
+    credentials = _credentials()
+    return _remember_principal(run_v2.ServicesClient(credentials=credentials), credentials)
+
+
+def iam_client(settings: Settings) -> iam_admin_v1.IAMClient:
+    """IAM Admin v1 (service accounts and their policies): Google, or the emulator."""
+    if settings.on_emulator:
+        client = iam_admin_v1.IAMClient(
+            transport=IAMGrpcTransport(channel=_emulator_channel(settings)))
+        _principals[client] = LOCAL_PRINCIPAL
+        return client
+    credentials = _credentials()
+    return _remember_principal(iam_admin_v1.IAMClient(credentials=credentials), credentials)

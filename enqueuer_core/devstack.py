@@ -40,6 +40,7 @@ QUEUES = {"brain": "queue-brain", "testimonios": "queue-testimonios",
 _READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,\s]+)")
 _SERVICE = re.compile(r"\b(?P<name>[a-z][-a-z0-9]*)=(?P<url>http://[^\s,]+)")
 START_TIMEOUT_S = 60.0
+LOCAL_OPERATOR = "user:operator@local-project.test"
 
 
 def default_state_dir() -> Path:
@@ -79,7 +80,11 @@ def emulator_config(ports: DevPorts) -> str:
         "# Written by `enqueuer dev` at each start; edit enqueuer_core/devstack.py instead.",
         f'project = "{LOCAL_PROJECT}"', f'location = "{LOCAL_REGION}"', "",
         "[iam]", "enforce = true", f'principal = "{enqueuer}"',
-        f'bindings = [{{ role = "roles/cloudtasks.enqueuer", members = ["{enqueuer}"] }}]', "",
+        # The enqueuer creates tasks and reads Cloud Run (for diagnostics); an operator
+        # account may change Cloud Run's policies (to break and repair a setup on purpose).
+        "bindings = [", f'  {{ role = "roles/cloudtasks.enqueuer", members = ["{enqueuer}"] }},',
+        f'  {{ role = "roles/run.viewer", members = ["{enqueuer}"] }},',
+        f'  {{ role = "roles/run.admin", members = ["{LOCAL_OPERATOR}"] }},', "]", "",
         "[[service_accounts]]", f'email = "{LOCAL_CALLER_SA}"',
         f'bindings = [{{ role = "roles/iam.serviceAccountUser", members = ["{enqueuer}"] }}]',
     ]

@@ -58,15 +58,6 @@ def test_every_page_renders_and_a_failing_task_is_explained(dash: Dash):
     assert len(charts) == 2  # by last response, by next attempt
 
 
-def test_diagnostics_shows_a_mismatched_audience_with_its_fix(dash: Dash, monkeypatch):
-    monkeypatch.setenv("AUD_TESTI", "https://elsewhere.example.com")
-    at = dash.app("pages/diagnostics.py", check="audience")
-    assert not at.exception, at.exception
-    assert "1 of 6 checks fail" in texts(at.error)
-    assert f"Set `AUD_TESTI` (or `audience` under `[workers.testimonios]` in the workers " \
-           f"file) to `{dash.receiver.url}`" in texts(at.error)
-
-
 def test_a_configuration_error_is_shown_with_its_fix_not_a_traceback(monkeypatch):
     for var in ("CLOUD_TASKS_EMULATOR_HOST", "PROJECT_ID", "TASKS_REGION", "CALLER_SA",
                 "WORKERS_FILE", *(f"URL_{s}" for s in SHORT.values())):

@@ -62,11 +62,12 @@ class RunningEmulator:
 
 
 def start_emulator(
-    tmp: Path, config: str = "", db: str = ":memory:", timeout: float = 20.0
+    tmp: Path, config: str = "", db: str = ":memory:", timeout: float = 20.0,
+    project: str = PROJECT,
 ) -> RunningEmulator:
     """``python -m emulator`` on ports 0, once it has printed its ready line."""
     cfg = tmp / f"emulator-{time.monotonic_ns()}.toml"
-    cfg.write_text(f'project = "{PROJECT}"\nlocation = "{LOCATION}"\n' + config)
+    cfg.write_text(f'project = "{project}"\nlocation = "{LOCATION}"\n' + config)
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulator", "--port", "0", "--http-port", "0",
          "--db", db, "--config", str(cfg)],
