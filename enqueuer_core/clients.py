@@ -10,7 +10,8 @@ blocking call would stall) come from here.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import google.auth
 import google.auth.exceptions
@@ -26,6 +27,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (
 from enqueuer_core.config import LOCAL_PRINCIPAL, Settings
 from enqueuer_core.errors import ConfigError
 
+C = TypeVar("C")
 # Who each client calls Google as, from the credentials it was built with.
 _principals: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 # gRPC's own reconnect backoff grows to two minutes: after an outage of the emulator the
@@ -55,66 +57,38 @@ def _remember_principal(client: Any, credentials: Any) -> Any:
     return client
 
 
-def tasks_client(settings: Settings) -> tasks_v2.CloudTasksClient:
+def _client(settings: Settings, client_cls: type[C], transport_cls: type,
+            channel: Callable[..., Any] = grpc.insecure_channel) -> C:
+    """A Google client: over plaintext gRPC to the emulator, or with ADC to Google."""
     if settings.on_emulator:
-        channel = grpc.insecure_channel(
-            settings.cloud_tasks_emulator_host,  # type: ignore[arg-type]
-            options=_EMULATOR_CHANNEL,
-        )
-        client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        emulator = channel(settings.cloud_tasks_emulator_host, options=_EMULATOR_CHANNEL)
+        client = client_cls(transport=transport_cls(channel=emulator))
         _principals[client] = LOCAL_PRINCIPAL  # the emulator's caller unless told otherwise
         return client
     credentials = _credentials()
-    return _remember_principal(tasks_v2.CloudTasksClient(credentials=credentials), credentials)
+    return _remember_principal(client_cls(credentials=credentials), credentials)
+
+
+def tasks_client(settings: Settings) -> tasks_v2.CloudTasksClient:
+    return _client(settings, tasks_v2.CloudTasksClient, CloudTasksGrpcTransport)
 
 
 def tasks_async_client(settings: Settings) -> tasks_v2.CloudTasksAsyncClient:
     """An asyncio client; build it inside the event loop that will use it."""
-    if settings.on_emulator:
-        channel = grpc.aio.insecure_channel(
-            settings.cloud_tasks_emulator_host,  # type: ignore[arg-type]
-            options=_EMULATOR_CHANNEL,
-        )
-        aclient = tasks_v2.CloudTasksAsyncClient(
-            transport=CloudTasksGrpcAsyncIOTransport(channel=channel)
-        )
-        _principals[aclient] = LOCAL_PRINCIPAL
-        return aclient
-    credentials = _credentials()
-    return _remember_principal(
-        tasks_v2.CloudTasksAsyncClient(credentials=credentials), credentials
-    )
+    return _client(settings, tasks_v2.CloudTasksAsyncClient, CloudTasksGrpcAsyncIOTransport,
+                   grpc.aio.insecure_channel)
+
+
+def run_client(settings: Settings) -> run_v2.ServicesClient:
+    """Cloud Run Admin v2 (services, their IAM policies): Google, or the emulator."""
+    return _client(settings, run_v2.ServicesClient, ServicesGrpcTransport)
+
+
+def iam_client(settings: Settings) -> iam_admin_v1.IAMClient:
+    """IAM Admin v1 (service accounts and their policies): Google, or the emulator."""
+    return _client(settings, iam_admin_v1.IAMClient, IAMGrpcTransport)
 
 
 def principal(client: Any) -> str | None:
     """Who the client calls Google as, when its credentials say (for error messages)."""
     return _principals.get(client)
-
-
-def _emulator_channel(settings: Settings) -> grpc.Channel:
-    return grpc.insecure_channel(
-        settings.cloud_tasks_emulator_host,  # type: ignore[arg-type]
-        options=_EMULATOR_CHANNEL,
-    )
-
-
-def run_client(settings: Settings) -> run_v2.ServicesClient:
-    """Cloud Run Admin v2 (services, their IAM policies): Google, or the emulator."""
-    if settings.on_emulator:
-        client = run_v2.ServicesClient(
-            transport=ServicesGrpcTransport(channel=_emulator_channel(settings)))
-        _principals[client] = LOCAL_PRINCIPAL
-        return client
-    credentials = _credentials()
-    return _remember_principal(run_v2.ServicesClient(credentials=credentials), credentials)
-
-
-def iam_client(settings: Settings) -> iam_admin_v1.IAMClient:
-    """IAM Admin v1 (service accounts and their policies): Google, or the emulator."""
-    if settings.on_emulator:
-        client = iam_admin_v1.IAMClient(
-            transport=IAMGrpcTransport(channel=_emulator_channel(settings)))
-        _principals[client] = LOCAL_PRINCIPAL
-        return client
-    credentials = _credentials()
-    return _remember_principal(iam_admin_v1.IAMClient(credentials=credentials), credentials)

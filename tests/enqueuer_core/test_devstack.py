@@ -55,9 +55,16 @@ def start_dev(state: Path, *flags: str) -> tuple[subprocess.Popen[str], list[str
     return proc, lines
 
 
-def stop_dev(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
+def stop_dev(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    """Stop the stack as Ctrl-C or SIGTERM would; its exit code (killed after 30 s)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise
 
 
 @pytest.fixture
@@ -67,13 +74,7 @@ def dev_stack(tmp_path):
     try:
         yield proc, lines, state
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        stop_dev(proc, signal.SIGINT)
 
 
 def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
@@ -126,7 +127,7 @@ def test_state_persists_across_runs_and_no_api_leaves_the_api_out(tmp_path):
             capture_output=True, text=True, timeout=30, env=env)
         assert out.returncode == 0, out.stderr
     finally:
-        stop_dev(proc)
+        assert stop_dev(proc) == 0
 
     proc, _ = start_dev(state, "--no-api", "--no-dashboard")
     try:
@@ -136,4 +137,4 @@ def test_state_persists_across_runs_and_no_api_leaves_the_api_out(tmp_path):
         keys = [t["idempotency_key"] for t in json.loads(listed.stdout)["tasks"]]
         assert keys == ["kept-across-runs"]
     finally:
-        stop_dev(proc)
+        assert stop_dev(proc) == 0

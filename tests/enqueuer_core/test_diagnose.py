@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 
 import pytest
@@ -20,7 +19,7 @@ from enqueuer_core.devstack import LOCAL_OPERATOR
 from enqueuer_core.diagnose import CHECKS, CheckResult, diagnose, worst
 from enqueuer_core.enqueue import Enqueuer
 from tests.emulator.harness import start_emulator, wait_until
-from tests.enqueuer_core.test_devstack import ENQUEUER, start_dev
+from tests.enqueuer_core.test_devstack import ENQUEUER, start_dev, stop_dev
 
 PROJECT, REGION = "local-project", "us-central1"
 BRAIN_SERVICE = f"projects/{PROJECT}/locations/{REGION}/services/brain"
@@ -41,13 +40,7 @@ def stack(tmp_path_factory):
         base = {k.lower(): v for k, v in env.items()}
         yield {"state": state, "env": env, "base": base}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_dev(proc)
 
 
 def run(stack, **overrides: object) -> dict[str, CheckResult]:
