@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from processes import stop
+from processes import start_emulator, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,7 +47,6 @@ N = 3_000
 CONCURRENCY = 16
 WARMUP = 100
 TARGET_RATIO = 0.8
-READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,]+),")
 PROJECT, REGION = "local-project", "us-central1"
 QUEUES = ("queue-brain", "queue-testimonios", "queue-transcripciones")
 CONFIG = f'project = "{PROJECT}"\nlocation = "{REGION}"\n' + "".join(
@@ -126,21 +124,11 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 def run(tmp: Path) -> bool:
-    (tmp / "c.toml").write_text(CONFIG)
     procs: list[subprocess.Popen] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
-        elog = tmp / "emulator.log"
-        with elog.open("w") as log:
-            emulator = subprocess.Popen(
-                [sys.executable, "-m", "emulator", "--port", "0", "--http-port", "0",
-                 "--db", str(tmp / "e.db"), "--config", str(tmp / "c.toml"),
-                 "--log-level", "WARNING"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+        emulator, target = start_emulator(tmp, CONFIG)
         procs.append(emulator)
-        ready = wait_for(lambda: READY.search(elog.read_text()), "the emulator", emulator, elog)
-        target = f"127.0.0.1:{ready['port']}"  # type: ignore[index]
 
         settings_env = {"CLOUD_TASKS_EMULATOR_HOST": target, "PROJECT_ID": PROJECT,
                         "TASKS_REGION": REGION}

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processes import stop
+from processes import start_emulator, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # dashboard.py imports `pages`
@@ -64,7 +63,6 @@ REPEATS = 5
 TARGET_RATIO = 2.0  # first render / ListTasks calls underneath it
 QUEUE, SMALL_QUEUE = "queue-brain", "queue-testimonios"
 QUEUES = ("queue-brain", "queue-testimonios", "queue-transcripciones")
-READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,]+),")
 CONFIG = f'project = "{LOCAL_PROJECT}"\nlocation = "{LOCAL_REGION}"\n' + "".join(
     f'\n[[queues]]\nname = "{q}"\npaused = {"true" if q == QUEUE else "false"}\n'
     for q in QUEUES)
@@ -75,29 +73,6 @@ FOREIGN = re.compile(r"^(PROJECT_ID|TASKS_REGION|CALLER_SA|WORKERS_FILE|(QUEUE|U
 
 
 # -- the emulator --------------------------------------------------------------------------
-
-
-def start_emulator(tmp: Path) -> tuple[subprocess.Popen, str]:
-    (tmp / "emulator.toml").write_text(CONFIG)
-    log = tmp / "emulator.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "--port", "0", "--http-port", "0",
-             "--db", str(tmp / "emulator.db"), "--config", str(tmp / "emulator.toml"),
-             "--log-level", "WARNING"],
-            cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = READY.search(log.read_text())
-        if found:
-            return proc, f"{found['host']}:{found['port']}"
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(f"the emulator did not start (exit code {proc.poll()}):\n"
-                       f"{log.read_text()[-3000:]}")
 
 
 def seed(client: tasks_v2.CloudTasksClient, n: int, service: str = "brain") -> float:
@@ -240,7 +215,7 @@ def ms(seconds: float) -> str:
 
 
 def run(tmp: Path) -> bool:
-    emulator, target = start_emulator(tmp)
+    emulator, target = start_emulator(tmp, CONFIG)
     try:
         for name in [k for k in os.environ if FOREIGN.match(k)]:
             del os.environ[name]

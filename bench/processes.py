@@ -1,9 +1,17 @@
-"""What the benchmarks share: stopping the processes they start."""
+"""What the benchmarks share: starting the emulator, stopping the processes they start."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,]+),")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -15,3 +23,28 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_emulator(tmp: Path, config: str) -> tuple[subprocess.Popen, str]:
+    """``python -m emulator`` on free ports with ``config`` and state in ``tmp``; the
+    process and its gRPC target, once it is ready (stopped again if it never is)."""
+    (tmp / "emulator.toml").write_text(config)
+    log = tmp / "emulator.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "--port", "0", "--http-port", "0",
+             "--db", str(tmp / "emulator.db"), "--config", str(tmp / "emulator.toml"),
+             "--log-level", "WARNING"],
+            cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = READY.search(log.read_text())
+        if found:
+            return proc, f"{found['host']}:{found['port']}"
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError(f"the emulator did not start (exit code {proc.poll()}):\n"
+                       f"{log.read_text()[-3000:]}")
