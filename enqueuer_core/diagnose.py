@@ -31,7 +31,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import run_v2, tasks_v2
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
-from enqueuer_core import clients
+from enqueuer_core import clients, cloud_run, iam_policies
 from enqueuer_core.config import (
     LOCAL_PRINCIPAL,
     MAX_DEADLINE_S,
@@ -75,7 +75,6 @@ _CAUSES = {
     "504": ("deadline", "the worker did not answer within the service's timeout (504)"),
     "DEADLINE_EXCEEDED": ("deadline", "the attempt outlived the dispatch deadline"),
 }
-_INVOKER_ROLES = {"roles/run.invoker", "roles/run.admin", "roles/owner", "roles/editor"}
 _DEFAULT_TIMEOUT_S = 300  # Cloud Run's request timeout when a revision sets none
 T = TypeVar("T")
 
@@ -131,11 +130,14 @@ class _Diagnosis:
     """The answers of every Google call one run needs, fetched concurrently."""
 
     def __init__(self, settings: Settings, specs: list[WorkerSpec], tasks: Any, run: Any,
-                 iam: Any, principal: str | None, timeout_s: float) -> None:
+                 iam: Any, principal: str | None, timeout_s: float,
+                 projects: Any = None, enqueuers: list[str] | None = None) -> None:
         self.s = settings
         self.specs = specs
-        self.tasks, self.run, self.iam = tasks, run, iam
+        self.tasks, self.run, self.iam, self.projects = tasks, run, iam, projects
         self.principal = principal
+        # Accounts judged from the policies instead of TestIamPermissions (see diagnose()).
+        self.enqueuers = enqueuers or []
         self.timeout = timeout_s
         self.location = f"projects/{settings.project_id}/locations/{settings.tasks_region}"
 
@@ -144,9 +146,14 @@ class _Diagnosis:
     def fetch(self, pool: ThreadPoolExecutor) -> None:
         queues = sorted({spec.queue for spec in self.specs})
         services = pool.submit(self._list_services)
-        act_as = pool.submit(self._act_as)
+        if self.enqueuers:
+            act_as = pool.submit(self._caller_policy)
+            create = {q: pool.submit(self._queue_policy, q) for q in queues}
+            project = pool.submit(self._project_policy)
+        else:
+            act_as = pool.submit(self._act_as)
+            create = {q: pool.submit(self._test_queue, q) for q in queues}
         got_queue = {q: pool.submit(self._get_queue, q) for q in queues}
-        create = {q: pool.submit(self._test_queue, q) for q in queues}
         listed = {q: pool.submit(self._list_tasks, q) for q in queues}
         self.services: _Got = services.result()
         found = {self.service_of(spec) for spec in self.specs} - {None}
@@ -156,6 +163,8 @@ class _Diagnosis:
         self.create = {q: f.result() for q, f in create.items()}
         self.listed = {q: f.result() for q, f in listed.items()}
         self.policies = {name: f.result() for name, f in policies.items()}
+        # Grants on the project count too; unreadable, only the resources' own are seen.
+        self.project_policy = project.result() if self.enqueuers else _Got()
 
     def _client(self, client: Any, what: str) -> Any:
         if isinstance(client, _Got):
@@ -163,20 +172,8 @@ class _Diagnosis:
         return client
 
     def _list_services(self) -> _Got:
-        def go() -> list[run_v2.Service]:
-            client = self._client(self.run, "Cloud Run Admin API")
-            out: list[run_v2.Service] = []
-            token = ""
-            while True:
-                page = client.list_services(
-                    request=run_v2.ListServicesRequest(parent=self.location, page_size=500,
-                                                       page_token=token),
-                    retry=None, timeout=self.timeout)
-                out.extend(page.services)
-                token = page.next_page_token
-                if not token:
-                    return out
-        return _call("the Cloud Run Admin API", go)
+        return _call("the Cloud Run Admin API", lambda: cloud_run.list_services(
+            self._client(self.run, "Cloud Run Admin API"), self.location, self.timeout))
 
     def _policy(self, service: str) -> _Got:
         return _call("the Cloud Run Admin API", lambda: self._client(
@@ -192,6 +189,24 @@ class _Diagnosis:
             request=iam_policy_pb2.TestIamPermissionsRequest(
                 resource=f"projects/-/serviceAccounts/{self.s.caller_sa}",
                 permissions=["iam.serviceAccounts.actAs"]),
+            retry=None, timeout=self.timeout))
+
+    def _caller_policy(self) -> _Got:
+        if "@" not in (self.s.caller_sa or ""):
+            return _Got(error="needs: caller_sa")
+        return _call("the IAM API", lambda: self._client(self.iam, "IAM API").get_iam_policy(
+            request=iam_policies.policy_request(f"projects/-/serviceAccounts/{self.s.caller_sa}"),
+            retry=None, timeout=self.timeout))
+
+    def _queue_policy(self, queue: str) -> _Got:
+        return _call("Cloud Tasks", lambda: self._client(self.tasks, "Cloud Tasks")
+                     .get_iam_policy(request=iam_policies.policy_request(self.s.queue_path(queue)),
+                                     retry=None, timeout=self.timeout))
+
+    def _project_policy(self) -> _Got:
+        return _call("the Resource Manager API", lambda: self._client(
+            self.projects, "Resource Manager API").get_iam_policy(
+            request=iam_policies.policy_request(f"projects/{self.s.project_id}"),
             retry=None, timeout=self.timeout))
 
     def _get_queue(self, queue: str) -> _Got:
@@ -222,11 +237,7 @@ class _Diagnosis:
     def service(self, spec: WorkerSpec) -> run_v2.Service | None:
         if self.services.value is None:
             return None
-        want = _norm(base_url(spec.url))
-        for svc in self.services.value:
-            if want in {_norm(base_url(u)) for u in [svc.uri, *svc.urls] if u}:
-                return svc
-        return None
+        return cloud_run.service_for(self.services.value, spec.url)
 
     def env(self, spec: WorkerSpec, prefix: str, suffix: str = "") -> str:
         short = _SHORT.get(spec.name)
@@ -251,13 +262,8 @@ class _ClientError(Exception):
     pass
 
 
-def _norm(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-
-
-def _short(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
+_norm = cloud_run.normalized
+_short = cloud_run.short_name
 
 
 # -- the checks: (diagnosis, worker) -> (status, evidence, fix) ---------------------------
@@ -385,8 +391,7 @@ def _invoker(d: _Diagnosis, spec: WorkerSpec) -> Verdict:
         return "unknown", got.error or got.missing or "no policy", _viewer_fix(d)
     policy: policy_pb2.Policy = got.value
     member = f"serviceAccount:{d.s.caller_sa}".lower()
-    holders = {m.lower(): b.role for b in policy.bindings if b.role in _INVOKER_ROLES
-               for m in b.members}
+    holders = iam_policies.holders(policy, "run.routes.invoke")
     public = [m for m in ("allusers", "allauthenticatedusers") if m in holders]
     name = _short(svc.name)
     fix = (f"gcloud run services add-iam-policy-binding {name} "
@@ -405,6 +410,31 @@ def _invoker(d: _Diagnosis, spec: WorkerSpec) -> Verdict:
             "project are not visible here): Cloud Run answers 403", fix)
 
 
+def _judged_from_policies(d: _Diagnosis, got: _Got, permission: str, where: str,
+                          fix: Callable[[str], str]) -> Verdict:
+    """``permission`` on a resource for each of ``d.enqueuers``, from its policy and the
+    project's (when readable)."""
+    if got.error:
+        return "unknown", got.error, None
+    policies = [got.value]
+    project = d.project_policy.value
+    if project is not None:
+        policies.append(project)
+    held, lacking = [], []
+    for account in d.enqueuers:
+        who = iam_policies.member(account)
+        role = next((r for p in policies if (r := iam_policies.holds(p, who, permission))),
+                    None)
+        (held if role else lacking).append(f"{account} ({role})" if role else account)
+    seen = "" if project is not None else (
+        f" (the project's policy could not be read: {d.project_policy.error})"
+        if d.project_policy.error else "")
+    if not lacking:
+        return "pass", f"{' and '.join(held)} hold {permission} on {where}{seen}", None
+    return ("fail", f"{' and '.join(lacking)} lack {permission} on {where}{seen}",
+            "; ".join(fix(a) for a in lacking))
+
+
 def _act_as(d: _Diagnosis, spec: WorkerSpec) -> Verdict:
     got = d.act_as
     sa = d.s.caller_sa
@@ -416,6 +446,12 @@ def _act_as(d: _Diagnosis, spec: WorkerSpec) -> Verdict:
         return ("fail", f"the caller account {sa} does not exist",
                 f"gcloud iam service-accounts create {(sa or '').split('@')[0]} "
                 f"--project={d.s.project_id}")
+    if d.enqueuers:
+        return _judged_from_policies(
+            d, got, "iam.serviceAccounts.actAs", f"the caller account {sa}",
+            lambda a: f"gcloud iam service-accounts add-iam-policy-binding {sa} "
+                      f"--member={iam_policies.member(a)} --role=roles/iam.serviceAccountUser "
+                      f"--project={d.s.project_id}")
     if got.error:
         return "unknown", got.error, None
     if "iam.serviceAccounts.actAs" in got.value.permissions:
@@ -428,6 +464,12 @@ def _create_tasks(d: _Diagnosis, spec: WorkerSpec) -> Verdict:
     got = d.create[spec.queue]
     if got.missing is not None or d.queues[spec.queue].missing is not None:
         return "unknown", "needs: queue", None
+    if d.enqueuers:
+        return _judged_from_policies(
+            d, got, "cloudtasks.tasks.create", f"the queue {spec.queue}",
+            lambda a: f"gcloud tasks queues add-iam-policy-binding {spec.queue} "
+                      f"--location={d.s.tasks_region} --member={iam_policies.member(a)} "
+                      f"--role=roles/cloudtasks.enqueuer --project={d.s.project_id}")
     if got.error:
         return "unknown", got.error, None
     who = d.principal or "the account running the enqueuer"
@@ -515,12 +557,17 @@ def _build(factory: Callable[[Settings], Any], settings: Settings, what: str) ->
 
 
 def diagnose(settings: Settings, workers: list[str] | None = None, *, tasks_client: Any = None,
-             run_client: Any = None, iam_client: Any = None,
+             run_client: Any = None, iam_client: Any = None, projects_client: Any = None,
+             enqueuers: list[str] | None = None,
              timeout_s: float = 10.0) -> list[CheckResult]:
     """Every check for each worker (all of them, or those named), in ``CHECKS`` order.
 
-    Clients not given are built from the settings. ``UnknownService`` names the valid
-    workers when one asked for does not exist; nothing else raises.
+    Clients not given are built from the settings. ``act_as`` and ``create_tasks`` speak
+    for whoever the clients call as (``TestIamPermissions``), unless ``enqueuers`` names the
+    accounts to judge (emails): then the caller account's, the queues' and the project's
+    policies are read, as ``enqueuer setup`` does when a platform engineer runs it.
+    ``UnknownService`` names the valid workers when one asked for does not exist; nothing
+    else raises.
     """
     registry = load_registry(settings)
     specs = [registry.get(w) for w in workers] if workers else list(registry)
@@ -530,7 +577,11 @@ def diagnose(settings: Settings, workers: list[str] | None = None, *, tasks_clie
     principal = None if isinstance(tasks, _Got) else clients.principal(tasks)
     if principal is None and settings.on_emulator:
         principal = LOCAL_PRINCIPAL
-    d = _Diagnosis(settings, specs, tasks, run, iam, principal, timeout_s)
+    projects = None
+    if enqueuers:
+        projects = projects_client or _build(clients.projects_client, settings,
+                                             "the Resource Manager API")
+    d = _Diagnosis(settings, specs, tasks, run, iam, principal, timeout_s, projects, enqueuers)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="diagnose") as pool:
         d.fetch(pool)
     results = []

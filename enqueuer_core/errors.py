@@ -6,6 +6,7 @@
     ├── PayloadTooLarge           413  exit 2   the task would exceed Cloud Tasks' size limit
     ├── DuplicateTask             409  exit 3   a task with this key exists or existed recently
     ├── PermissionDenied          403  exit 4   names the permission, the principal and the fix
+    │   └── setup.SetupRefused    403  exit 4   `enqueuer setup --apply` stopped: what was done
     ├── QueueNotFound             502  exit 5   names the queue and the command that creates it
     ├── TaskNotFound              404  exit 7   the task ran or was deleted already
     ├── Unavailable               503  exit 6   Cloud Tasks unreachable or too slow: retry
@@ -108,6 +109,12 @@ _FIXES = {
     ),
 }
 _PERMISSION = re.compile(r"([a-z]+(?:\.[A-Za-z]+){2,})")
+
+
+def permissions_named(message: str) -> list[str]:
+    """The IAM permissions (``service.resource.verb``) a Google message names."""
+    return list(dict.fromkeys(p for p in _PERMISSION.findall(message)
+                              if not p.endswith((".com", ".test", ".org", ".net"))))
 
 
 @contextmanager
