@@ -1,4 +1,5 @@
-"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin), built from the settings:
+"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin, Resource Manager), built from
+the settings:
 Google itself, or the emulator.
 
 With ``CLOUD_TASKS_EMULATOR_HOST`` every call goes over plaintext gRPC to the emulator and no
@@ -16,8 +17,9 @@ from typing import Any, TypeVar
 import google.auth
 import google.auth.exceptions
 import grpc
-from google.cloud import iam_admin_v1, run_v2, tasks_v2
+from google.cloud import iam_admin_v1, resourcemanager_v3, run_v2, tasks_v2
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 from google.cloud.tasks_v2.services.cloud_tasks.transports import (
     CloudTasksGrpcAsyncIOTransport,
@@ -34,6 +36,19 @@ _principals: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 # client would go on failing long after it is back.
 _EMULATOR_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 200),
                      ("grpc.max_reconnect_backoff_ms", 2000)]
+# The metadata that tells the emulator who is calling (Google reads it from the credentials).
+EMULATOR_PRINCIPAL_HEADER = "x-emulator-principal"
+
+
+class _ActingAs(grpc.UnaryUnaryClientInterceptor):
+    """Every call on the channel carries ``x-emulator-principal: MEMBER``."""
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), (EMULATOR_PRINCIPAL_HEADER, self.member)]
+        return continuation(details._replace(metadata=metadata), request)
 
 
 def _credentials() -> Any:
@@ -58,19 +73,28 @@ def _remember_principal(client: Any, credentials: Any) -> Any:
 
 
 def _client(settings: Settings, client_cls: type[C], transport_cls: type,
-            channel: Callable[..., Any] = grpc.insecure_channel) -> C:
-    """A Google client: over plaintext gRPC to the emulator, or with ADC to Google."""
+            channel: Callable[..., Any] = grpc.insecure_channel,
+            acting_as: str | None = None) -> C:
+    """A Google client: over plaintext gRPC to the emulator, or with ADC to Google.
+
+    ``acting_as`` (a member, ``user:ana@example.com``) is whom the emulator takes the caller
+    for; on Google the credentials decide and it is ignored.
+    """
     if settings.on_emulator:
         emulator = channel(settings.cloud_tasks_emulator_host, options=_EMULATOR_CHANNEL)
+        if acting_as:
+            emulator = grpc.intercept_channel(emulator, _ActingAs(acting_as))
         client = client_cls(transport=transport_cls(channel=emulator))
-        _principals[client] = LOCAL_PRINCIPAL  # the emulator's caller unless told otherwise
+        # The emulator's default caller unless told otherwise.
+        _principals[client] = acting_as.split(":", 1)[-1] if acting_as else LOCAL_PRINCIPAL
         return client
     credentials = _credentials()
     return _remember_principal(client_cls(credentials=credentials), credentials)
 
 
-def tasks_client(settings: Settings) -> tasks_v2.CloudTasksClient:
-    return _client(settings, tasks_v2.CloudTasksClient, CloudTasksGrpcTransport)
+def tasks_client(settings: Settings, acting_as: str | None = None) -> tasks_v2.CloudTasksClient:
+    return _client(settings, tasks_v2.CloudTasksClient, CloudTasksGrpcTransport,
+                   acting_as=acting_as)
 
 
 def tasks_async_client(settings: Settings) -> tasks_v2.CloudTasksAsyncClient:
@@ -79,14 +103,35 @@ def tasks_async_client(settings: Settings) -> tasks_v2.CloudTasksAsyncClient:
                    grpc.aio.insecure_channel)
 
 
-def run_client(settings: Settings) -> run_v2.ServicesClient:
+def run_client(settings: Settings, acting_as: str | None = None) -> run_v2.ServicesClient:
     """Cloud Run Admin v2 (services, their IAM policies): Google, or the emulator."""
-    return _client(settings, run_v2.ServicesClient, ServicesGrpcTransport)
+    return _client(settings, run_v2.ServicesClient, ServicesGrpcTransport, acting_as=acting_as)
 
 
-def iam_client(settings: Settings) -> iam_admin_v1.IAMClient:
+def iam_client(settings: Settings, acting_as: str | None = None) -> iam_admin_v1.IAMClient:
     """IAM Admin v1 (service accounts and their policies): Google, or the emulator."""
-    return _client(settings, iam_admin_v1.IAMClient, IAMGrpcTransport)
+    return _client(settings, iam_admin_v1.IAMClient, IAMGrpcTransport, acting_as=acting_as)
+
+
+def projects_client(settings: Settings,
+                    acting_as: str | None = None) -> resourcemanager_v3.ProjectsClient:
+    """Resource Manager v3 (the project's IAM policy): Google, or the emulator."""
+    return _client(settings, resourcemanager_v3.ProjectsClient, ProjectsGrpcTransport,
+                   acting_as=acting_as)
+
+
+def acting_principal(settings: Settings, acting_as: str | None = None) -> str:
+    """Whom the clients built with ``acting_as`` call Google as, for a person to read."""
+    if settings.on_emulator:
+        return acting_as or f"serviceAccount:{LOCAL_PRINCIPAL}"
+    credentials = _credentials()
+    email = getattr(credentials, "service_account_email", None)
+    if email and "@" in email:
+        return f"serviceAccount:{email}"
+    account = getattr(credentials, "account", None)  # user credentials from gcloud
+    if account:
+        return f"user:{account}"
+    return "the account of your Application Default Credentials"
 
 
 def principal(client: Any) -> str | None:

@@ -9,6 +9,10 @@
 | ``DEADLINE_BRAIN_S``, ``..._TESTI_S``, ``..._TRANS_S`` | 700, 390, 880 | dispatch deadline |
 | ``WORKERS_FILE`` | none | TOML: more workers, payload schemas (see ``workers.py``) |
 | ``CLOUD_TASKS_EMULATOR_HOST`` | none | ``host:port``: every Google call goes to the emulator |
+| ``API_SA``, ``DASHBOARD_SA`` | ``enqueuer-api@PROJECT...``, ``enqueuer-dashboard@...`` | the |
+|  |  | accounts the API and the dashboard run as (``enqueuer setup`` grants them) |
+| ``EMULATOR_OPERATOR`` | the dev stack's operator | whom ``enqueuer setup`` acts as on the |
+|  |  | emulator (on Google: the Application Default Credentials) |
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ LOCAL_REGION = "us-central1"
 LOCAL_CALLER_SA = "enqueuer-caller@local-project.iam.gserviceaccount.com"
 # The account the enqueuer itself runs as on the local stack (the emulator's default caller).
 LOCAL_PRINCIPAL = "enqueuer@local-project.iam.gserviceaccount.com"
+# The dev stack's platform engineer: holds the admin roles `enqueuer setup --apply` needs.
+LOCAL_OPERATOR = "user:operator@local-project.test"
 LOCAL_URLS = {
     "BRAIN": "http://127.0.0.1:8081/process",
     "TESTI": "http://127.0.0.1:8082/generate-testimony",
@@ -89,6 +95,10 @@ class Settings(BaseSettings):
     deadline_brain_s: int = Field(700)
     deadline_testi_s: int = Field(390)
     deadline_trans_s: int = Field(880)
+    # The accounts the two Cloud Run services run as; `enqueuer setup` grants them their roles.
+    api_sa: str | None = None
+    dashboard_sa: str | None = None
+    emulator_operator: str = LOCAL_OPERATOR
 
     @property
     def on_emulator(self) -> bool:
@@ -116,6 +126,16 @@ class Settings(BaseSettings):
         if "@" not in (self.caller_sa or "") and not lenient:
             raise ValueError(f"CALLER_SA={self.caller_sa!r} must be a service account email, "
                              "for example caller@PROJECT.iam.gserviceaccount.com")
+        for name, account in (("api_sa", "enqueuer-api"), ("dashboard_sa", "enqueuer-dashboard")):
+            value = getattr(self, name)
+            if value is None:
+                # Locally both run as the emulator's default caller, as `enqueuer dev` does.
+                value = (LOCAL_PRINCIPAL if self.on_emulator
+                         else f"{account}@{self.project_id}.iam.gserviceaccount.com")
+                setattr(self, name, value)
+            if "@" not in value and not lenient:
+                raise ValueError(f"{name.upper()}={value!r} must be a service account email, "
+                                 f"for example {account}@PROJECT.iam.gserviceaccount.com")
         for short in LOCAL_URLS:
             s = short.lower()
             url = getattr(self, f"url_{s}")

@@ -13,6 +13,9 @@ an example payload and a description, without a code change::
     url = "https://resumenes-abc123-uc.a.run.app/summarize"
     deadline_s = 300                      # audience: scheme + host of url unless given
     schema_file = "schemas/resumenes.json"   # or an inline `schema = {...}`
+    # The queue as `enqueuer setup` makes it (Cloud Tasks' defaults for what is not given):
+    rate_limits = { max_dispatches_per_second = 5, max_concurrent_dispatches = 10 }
+    retry_config = { max_attempts = 5, min_backoff_s = 1, max_backoff_s = 60, max_doublings = 3 }
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from enqueuer_core.config import Settings, base_url, check_audience, check_deadline, check_url
 from enqueuer_core.errors import ConfigError, InvalidRequest, UnknownService
@@ -41,6 +44,33 @@ BRAIN_SCHEMA: dict[str, Any] = {
 }
 
 
+class RateLimits(BaseModel):
+    """A queue's rate limits, within what Cloud Tasks accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_dispatches_per_second: float | None = Field(None, gt=0, le=500)
+    max_concurrent_dispatches: int | None = Field(None, gt=0, le=5000)
+
+
+class RetryConfig(BaseModel):
+    """A queue's retry configuration (``-1`` attempts: unlimited; durations in seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_attempts: int | None = Field(None, ge=-1)
+    min_backoff_s: float | None = Field(None, ge=0)
+    max_backoff_s: float | None = Field(None, ge=0)
+    max_doublings: int | None = Field(None, ge=0)
+    max_retry_duration_s: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _backoffs_in_order(self) -> RetryConfig:
+        low, high = self.min_backoff_s, self.max_backoff_s
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_backoff_s = {low} is more than max_backoff_s = {high}: "
+                             "Cloud Tasks refuses it; make min_backoff_s the smaller")
+        return self
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     name: str
@@ -51,6 +81,9 @@ class WorkerSpec:
     description: str = ""
     payload_schema: dict[str, Any] = field(default_factory=lambda: dict(ANY_OBJECT))
     example: dict[str, Any] | None = None
+    # The queue's configuration when the workers file gives it (for `enqueuer setup`).
+    rate_limits: RateLimits | None = None
+    retry_config: RetryConfig | None = None
     # Built once: building a validator costs more than validating a payload.
     _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
 
@@ -94,6 +127,8 @@ class _WorkerEntry(BaseModel):
     schema_: dict[str, Any] | None = None
     schema_file: str | None = None
     example: dict[str, Any] | None = None
+    rate_limits: RateLimits | None = None
+    retry_config: RetryConfig | None = None
 
     def __init__(self, **data: Any) -> None:
         if "schema" in data:
@@ -192,6 +227,8 @@ def _spec(name: str, e: _WorkerEntry, base: WorkerSpec | None, folder: Path,
         audience=audience, deadline_s=deadline,
         description=e.description or (base.description if base else ""),
         payload_schema=schema, example=e.example or (base.example if base else None),
+        rate_limits=e.rate_limits or (base.rate_limits if base else None),
+        retry_config=e.retry_config or (base.retry_config if base else None),
     )
     if spec.example is not None:
         try:
