@@ -19,8 +19,10 @@ import typer
 from pydantic import ValidationError
 
 from enqueuer_core import devstack, diagnose, inspect
+from enqueuer_core import setup as setup_
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import Settings, load_settings
+from enqueuer_core.deploy import deploy_plan
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
 from enqueuer_core.errors import EnqueuerError, InvalidRequest
 from enqueuer_core.workers import load_registry
@@ -255,6 +257,10 @@ def diagnose_command(
         _print_json([r.to_dict() for r in results])
     else:
         _render_diagnosis(results)
+    _exit_for_diagnosis(results)
+
+
+def _exit_for_diagnosis(results: list[diagnose.CheckResult]) -> None:
     status = diagnose.worst(results)
     if status == "fail":
         raise typer.Exit(DIAGNOSE_FAILED)
@@ -273,6 +279,112 @@ def _render_diagnosis(results: list[diagnose.CheckResult]) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "warn", "fail",
                                                                 "unknown")}
     typer.echo("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
+@app.command("setup")
+def setup_command(
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="Make the changes (default: only show them).")] = False,
+    worker: Annotated[list[str] | None, typer.Option(
+        "--worker", help="Only this worker's queue and service (repeat for more).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make Google match this config: queues, accounts and IAM bindings.
+
+    Shows each change against what Google holds now (kept / create / update / add), with
+    its gcloud equivalent. Exit code 0 when nothing is to change, 10 when something is.
+    With --apply, makes the changes through the Google APIs as you (your Application Default
+    Credentials; the dev stack's operator with --local), adding bindings and never removing
+    one; then checks the result with diagnose. A refusal names the permission missing and
+    what was done so far (exit 4).
+    """
+    with _reporting(as_json):
+        settings = load_settings()
+        clients = setup_.SetupClients.build(settings)
+        plan = setup_.make_plan(settings, clients, worker or None)
+        if not apply:
+            if as_json:
+                _print_json(plan.to_dict())
+            else:
+                _render_plan(plan)
+            raise typer.Exit(plan.exit_code)
+        if not as_json:
+            _render_plan(plan)
+        done = setup_.apply_plan(plan, clients) if plan.to_change else []
+        after = setup_.make_plan(settings, clients, worker or None)
+        results = diagnose.diagnose(
+            settings, after.workers, tasks_client=clients.tasks, run_client=clients.run,
+            iam_client=clients.iam, projects_client=clients.projects,
+            enqueuers=list(dict.fromkeys([settings.api_sa or "", settings.dashboard_sa or ""])))
+    if as_json:
+        _print_json({"plan": plan.to_dict(), "applied": [c.to_dict() for c in done],
+                     "after": after.to_dict(), "diagnose": [r.to_dict() for r in results]})
+    else:
+        _render_applied(done, after)
+        typer.echo("\nChecking what it touched (enqueuer diagnose):")
+        _render_diagnosis(results)
+    if after.to_change:
+        raise typer.Exit(setup_.CHANGES)
+    _exit_for_diagnosis(results)
+
+
+_MARKS = {"kept": "kept", "create": "CREATE", "update": "UPDATE", "add": "ADD",
+          "missing": "MISSING", "unknown": "UNKNOWN"}
+
+
+def _render_plan(plan: setup_.SetupPlan) -> None:
+    typer.echo(f"Setup of {plan.project} for {', '.join(plan.workers)}, acting as "
+               f"{plan.principal}.\n")
+    for c in plan.changes:
+        typer.echo(f"  {_MARKS[c.status]:<8} {c.what}")
+        if c.status != "kept":
+            if c.detail:
+                typer.echo(f"           {c.detail}")
+            typer.echo(f"           $ {c.gcloud}")
+    counts = plan.counts()
+    summary = ", ".join(f"{counts[s]} {'to ' + s if s in ('create', 'update', 'add') else s}"
+                        for s in ("create", "update", "add", "missing", "unknown", "kept")
+                        if counts.get(s))
+    typer.echo(f"\n{summary}.")
+    if plan.by_status("missing"):
+        typer.echo("MISSING: setup cannot make these; the line under each says where to look.")
+    if plan.by_status("unknown"):
+        typer.echo("UNKNOWN: Google refused to show these to "
+                   f"{plan.principal}; --apply will try, and stop naming the permission.")
+    if plan.by_status("create", "update", "add", "unknown"):
+        typer.echo("`enqueuer setup --apply` makes these changes.")
+    else:
+        typer.echo("Nothing to change.")
+
+
+def _render_applied(done: list[setup_.Change], after: setup_.SetupPlan) -> None:
+    typer.echo(f"\nApplied {len(done)} change(s):" if done else "\nNothing was changed.")
+    for c in done:
+        typer.echo(f"  {_MARKS[c.status]:<8} {c.what}")
+    if after.to_change:
+        typer.echo("\nStill not as this config needs:")
+        for c in after.to_change:
+            typer.echo(f"  {_MARKS[c.status]:<8} {c.what}\n           $ {c.gcloud}")
+
+
+@app.command()
+def deploy(
+    image: Annotated[str | None, typer.Option(
+        "--image", help="The image to build and deploy (default: REGION-docker.pkg.dev/"
+        "PROJECT/enqueuer/enqueuer:latest).")] = None,
+    api_caller: Annotated[list[str] | None, typer.Option(
+        "--api-caller", help="A member that may call the API, e.g. serviceAccount:intake@"
+        "PROJECT.iam.gserviceaccount.com (repeat for more).")] = None,
+    dashboard_user: Annotated[list[str] | None, typer.Option(
+        "--dashboard-user", help="A member that may open the dashboard through IAP, e.g. "
+        "user:ana@example.com or domain:example.com (repeat for more).")] = None,
+) -> None:
+    """Print the commands that build the image and deploy the API and the dashboard to
+    Cloud Run, closed by default, from these settings (a bash script: review it, run it)."""
+    with _reporting(False):
+        plan = deploy_plan(load_settings(), Path.cwd(), image, api_caller or [],
+                           dashboard_user or [])
+    typer.echo(plan.script(), nl=False)
 
 
 @app.callback()

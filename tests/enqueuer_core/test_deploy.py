@@ -1,0 +1,157 @@
+"""`enqueuer deploy`: a script of exact gcloud commands that deploys both services closed by
+default. Each command is checked against the installed gcloud's command tree, and the script
+is run by bash with a recording `gcloud` on PATH to see what each call really receives."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from enqueuer_core.config import load_settings
+from enqueuer_core.deploy import deploy_plan
+from enqueuer_core.errors import ConfigError, InvalidRequest
+from tests.enqueuer_core.test_config import GOOGLE
+from tests.enqueuer_core.test_devstack import ENQUEUER
+from tests.gcloud_cli import check_command
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Stands in for gcloud when the script runs: records each call, answers a project number.
+RECORDER = """#!/usr/bin/env bash
+printf '%s\\0' "$@" >> "$GCLOUD_CALLS"; printf '\\n' >> "$GCLOUD_CALLS"
+if [ "$1 $2" = "projects describe" ]; then echo 123456789012; fi
+if [ "$1 $2 $3" = "artifacts repositories describe" ]; then exit 1; fi
+"""
+
+
+@pytest.fixture
+def settings(monkeypatch):
+    for name in ("CLOUD_TASKS_EMULATOR_HOST", "WORKERS_FILE", "API_SA", "DASHBOARD_SA"):
+        monkeypatch.delenv(name, raising=False)
+    return load_settings(**GOOGLE)
+
+
+def run_script(script: str, tmp_path: Path) -> list[list[str]]:
+    """Run the script with the recorder as gcloud; the argv of each gcloud call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(RECORDER)
+    gcloud.chmod(gcloud.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls"
+    path = tmp_path / "deploy.sh"
+    path.write_text(script)
+    subprocess.run(["bash", str(path)], check=True, capture_output=True, cwd=tmp_path,
+                   env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                        "GCLOUD_CALLS": str(calls)}, timeout=30)
+    return [line.split("\0")[:-1] for line in calls.read_text().splitlines() if line]
+
+
+def env_of(call: list[str]) -> dict[str, str]:
+    flag = next(a for a in call if a.startswith("--set-env-vars="))
+    body = flag.removeprefix("--set-env-vars=")
+    assert body.startswith("^|^")  # gcloud's escape: values may hold commas
+    return dict(kv.split("=", 1) for kv in body[3:].split("|"))
+
+
+def test_the_script_deploys_both_services_closed_by_default(settings, tmp_path):
+    plan = deploy_plan(settings, ROOT, api_callers=["serviceAccount:intake@acme.iam."
+                                                    "gserviceaccount.com"],
+                       dashboard_users=["ana@example.com", "domain:example.com"])
+    calls = run_script(plan.script(), tmp_path)
+    by_path = {}
+    for call in calls:
+        path = check_command(["gcloud", *call])  # the installed gcloud knows each of them
+        by_path.setdefault(" ".join(path), []).append(call)
+    api = by_path["run deploy"][0]
+    dashboard = by_path["beta run deploy"][0]
+    for call in (api, dashboard):
+        assert "--no-allow-unauthenticated" in call
+        assert not [a for a in call if a.startswith("--allow-unauthenticated")]
+    assert api[2] == "enqueuer-api" and dashboard[3] == "enqueuer-dashboard"
+    assert "--service-account=enqueuer-api@acme.iam.gserviceaccount.com" in api
+    assert "--service-account=enqueuer-dashboard@acme.iam.gserviceaccount.com" in dashboard
+    assert "--iap" in dashboard and "--args=dashboard" in dashboard
+    assert "--image=europe-west1-docker.pkg.dev/acme/enqueuer/enqueuer:latest" in api
+    # Every setting the API reads, and the audience of its own deterministic URL.
+    api_url = "https://enqueuer-api-123456789012.europe-west1.run.app"
+    env = env_of(api)
+    assert env["API_AUDIENCE"] == api_url
+    for name in ("PROJECT_ID", "TASKS_REGION", "CALLER_SA", "URL_BRAIN", "URL_TESTI",
+                 "URL_TRANS", "AUD_BRAIN", "AUD_TESTI", "AUD_TRANS", "QUEUE_BRAIN",
+                 "QUEUE_TESTI", "QUEUE_TRANS", "DEADLINE_BRAIN_S", "DEADLINE_TESTI_S",
+                 "DEADLINE_TRANS_S", "API_SA", "DASHBOARD_SA"):
+        assert env[name] == str(getattr(settings, name.lower())), name
+    assert "CLOUD_TASKS_EMULATOR_HOST" not in env
+    assert env_of(dashboard)["ENQUEUER_API_URL"] == api_url
+    # Who may get in: the API's caller, IAP's agent on the dashboard, the dashboard's users.
+    invokers = [(c[3], _flag(c, "--member"))
+                for c in by_path["run services add-iam-policy-binding"]]
+    assert invokers == [
+        ("enqueuer-api", "serviceAccount:intake@acme.iam.gserviceaccount.com"),
+        ("enqueuer-dashboard",
+         "serviceAccount:service-123456789012@gcp-sa-iap.iam.gserviceaccount.com")]
+    users = by_path["beta iap web add-iam-policy-binding"]
+    assert [(_flag(c, "--member"), _flag(c, "--role"), _flag(c, "--resource-type"))
+            for c in users] == [
+        ("user:ana@example.com", "roles/iap.httpsResourceAccessor", "cloud-run"),
+        ("domain:example.com", "roles/iap.httpsResourceAccessor", "cloud-run")]
+    # The repository is created when describing it fails, and the image built from here.
+    assert "artifacts repositories create" in by_path
+    assert by_path["builds submit"][0][2:] == [
+        ".", "--tag=europe-west1-docker.pkg.dev/acme/enqueuer/enqueuer:latest",
+        "--project=acme"]
+
+
+def _flag(call: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in call if a.startswith(name + "="))
+
+
+def test_with_no_callers_the_grants_are_examples_left_commented_out(settings, tmp_path):
+    plan = deploy_plan(settings, ROOT)
+    script = plan.script()
+    calls = run_script(script, tmp_path)
+    assert not [c for c in calls if "add-iam-policy-binding" in c and "iap" in c]
+    assert [c[3] for c in calls if c[:3] == ["run", "services", "add-iam-policy-binding"]] == [
+        "enqueuer-dashboard"]  # only IAP's agent
+    commented = [line for line in script.splitlines() if line.startswith("# gcloud")]
+    assert len(commented) == 2
+    for c in plan.commands:
+        if c.example:
+            check_command(c.words())
+
+
+def test_a_workers_file_in_the_repository_is_found_in_the_image(settings, tmp_path):
+    inside = ROOT / "dev" / "emulator.toml"  # any file of the repository
+    s = load_settings(**GOOGLE, workers_file=str(inside))
+    assert "WORKERS_FILE=/app/dev/emulator.toml" in deploy_plan(s, ROOT).script()
+    outside = load_settings(**GOOGLE, workers_file=str(tmp_path / "workers.toml"))
+    with pytest.raises(ConfigError, match="outside the repository"):
+        deploy_plan(outside, ROOT)
+
+
+def test_bad_input_is_refused_with_the_fix(settings, monkeypatch):
+    with pytest.raises(InvalidRequest, match=r"--api-caller 'intake' is not an IAM member"):
+        deploy_plan(settings, ROOT, api_callers=["intake"])
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:8123")
+    with pytest.raises(ConfigError, match="unset CLOUD_TASKS_EMULATOR_HOST"):
+        deploy_plan(load_settings(), ROOT)
+
+
+def test_the_cli_prints_the_script_and_refuses_bad_members(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CLOUD_TASKS_EMULATOR_HOST"}
+    env |= {k.upper(): v for k, v in GOOGLE.items()}
+    ok = subprocess.run([ENQUEUER, "deploy", "--dashboard-user", "ana@example.com"],
+                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("#!/usr/bin/env bash")
+    assert "--member=user:ana@example.com" in ok.stdout
+    subprocess.run(["bash", "-n"], input=ok.stdout, text=True, check=True)
+    bad = subprocess.run([ENQUEUER, "deploy", "--api-caller", "nobody"], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2
+    assert "is not an IAM member" in bad.stderr and "Traceback" not in bad.stderr
