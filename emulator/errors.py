@@ -23,3 +23,7 @@ def invalid(message: str) -> ApiError:
 
 def not_found(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def denied(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message)

@@ -16,7 +16,7 @@ import hashlib
 import grpc
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
-from emulator.errors import ApiError, invalid
+from emulator.errors import ApiError, denied, invalid
 from emulator.grpc_server import caller
 from emulator.store import Store
 
@@ -33,33 +33,59 @@ _TASKS = ("cloudtasks.tasks.create", "cloudtasks.tasks.get", "cloudtasks.tasks.l
 _QUEUES = tuple(f"cloudtasks.queues.{v}" for v in (
     "get", "list", "create", "update", "delete", "pause", "resume", "purge", "getIamPolicy",
     "setIamPolicy"))
+_LOCATIONS = ("cloudtasks.locations.get", "cloudtasks.locations.list")
 _RUN = tuple(f"run.services.{v}" for v in (
     "get", "list", "create", "update", "delete", "getIamPolicy", "setIamPolicy"))
 _SA_TOKENS = ("iam.serviceAccounts.getOpenIdToken", "iam.serviceAccounts.getAccessToken",
               "iam.serviceAccounts.signBlob", "iam.serviceAccounts.signJwt",
               "iam.serviceAccounts.implicitDelegation")
-# The predefined roles the emulator knows, with the permissions that matter here.
+_SA_ADMIN = tuple(f"iam.serviceAccounts.{v}" for v in (
+    "create", "delete", "disable", "enable", "get", "getIamPolicy", "list", "setIamPolicy",
+    "undelete", "update"))
+# Nearly every predefined role also lets its holder see the project.
+_PROJECT = ("resourcemanager.projects.get", "resourcemanager.projects.list")
+# The predefined roles the emulator knows, with the permissions that matter here, as Google
+# lists them: cloud.google.com/iam/docs/roles-permissions/cloudtasks for Cloud Tasks (the
+# queue admin and the admin roles both hold getIamPolicy and setIamPolicy on queues; the
+# enqueuer role holds tasks.fullView too), and the role definitions Google publishes
+# through its roles API, as recorded in github.com/iann0036/iam-dataset gcp/roles/*.json,
+# for the others (e.g. iam.serviceAccountAdmin.json, resourcemanager.projectIamAdmin.json,
+# browser.json, viewer.json).
 ROLES: dict[str, frozenset[str]] = {
-    "roles/cloudtasks.enqueuer": frozenset({"cloudtasks.tasks.create"}),
-    "roles/cloudtasks.taskRunner": frozenset({"cloudtasks.tasks.run"}),
-    "roles/cloudtasks.viewer": frozenset({"cloudtasks.queues.get", "cloudtasks.queues.list",
-                                          "cloudtasks.tasks.get", "cloudtasks.tasks.list"}),
-    "roles/cloudtasks.taskDeleter": frozenset({"cloudtasks.tasks.delete"}),
-    "roles/cloudtasks.queueAdmin": frozenset(_QUEUES),
-    "roles/cloudtasks.admin": frozenset(_QUEUES + _TASKS),
+    "roles/cloudtasks.enqueuer": frozenset({"cloudtasks.tasks.create",
+                                            "cloudtasks.tasks.fullView", *_PROJECT}),
+    "roles/cloudtasks.taskRunner": frozenset({"cloudtasks.tasks.run",
+                                              "cloudtasks.tasks.fullView", *_PROJECT}),
+    "roles/cloudtasks.viewer": frozenset({
+        "cloudtasks.queues.get", "cloudtasks.queues.list", "cloudtasks.tasks.get",
+        "cloudtasks.tasks.list", "cloudtasks.tasks.fullView", *_LOCATIONS, *_PROJECT}),
+    "roles/cloudtasks.taskDeleter": frozenset({"cloudtasks.tasks.delete", *_PROJECT}),
+    "roles/cloudtasks.queueAdmin": frozenset((*_QUEUES, *_LOCATIONS, *_PROJECT)),
+    "roles/cloudtasks.admin": frozenset((*_QUEUES, *_TASKS, *_LOCATIONS, *_PROJECT)),
     "roles/iam.serviceAccountUser": frozenset({"iam.serviceAccounts.actAs",
                                                "iam.serviceAccounts.get",
-                                               "iam.serviceAccounts.list"}),
+                                               "iam.serviceAccounts.list", *_PROJECT}),
     "roles/iam.serviceAccountTokenCreator": frozenset(_SA_TOKENS),
-    "roles/iam.serviceAccountAdmin": frozenset({
+    "roles/iam.serviceAccountAdmin": frozenset((*_SA_ADMIN, *_PROJECT)),
+    "roles/resourcemanager.projectIamAdmin": frozenset({
+        "resourcemanager.projects.get", "resourcemanager.projects.getIamPolicy",
+        "resourcemanager.projects.setIamPolicy"}),
+    "roles/browser": frozenset({"resourcemanager.projects.getIamPolicy", *_PROJECT}),
+    # Only the part of Viewer that reaches what the emulator serves.
+    "roles/viewer": frozenset({
+        "cloudtasks.queues.get", "cloudtasks.queues.list", "cloudtasks.tasks.get",
+        "cloudtasks.tasks.list", "cloudtasks.tasks.fullView", *_LOCATIONS,
         "iam.serviceAccounts.get", "iam.serviceAccounts.list",
-        "iam.serviceAccounts.getIamPolicy", "iam.serviceAccounts.setIamPolicy"}),
+        "iam.serviceAccounts.getIamPolicy", "resourcemanager.projects.getIamPolicy",
+        "run.services.get", "run.services.list", "run.services.getIamPolicy", *_PROJECT}),
     "roles/run.invoker": frozenset({"run.routes.invoke"}),
     "roles/run.viewer": frozenset({"run.services.get", "run.services.list",
-                                   "run.services.getIamPolicy"}),
-    "roles/run.admin": frozenset((*_RUN, "run.routes.invoke")),
+                                   "run.services.getIamPolicy", *_PROJECT}),
+    "roles/run.admin": frozenset((*_RUN, "run.routes.invoke", *_PROJECT)),
 }
-OWNER_ROLES = frozenset({"roles/owner", "roles/editor"})  # every permission
+# Every permission the emulator knows of (TestIamPermissions on a project accepts these).
+KNOWN_PERMISSIONS = frozenset().union(*ROLES.values())
+OWNER_ROLES = frozenset({"roles/owner", "roles/editor"})  # (nearly) every permission
 
 
 def service_account_resource(name: str) -> str:
@@ -70,6 +96,17 @@ def service_account_resource(name: str) -> str:
 
 def _etag(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()[:8]
+
+
+def _grants(role: str, permission: str) -> bool:
+    if role == "roles/owner":
+        return True
+    if role == "roles/editor":
+        # Editor may change resources but not who may: it holds no setIamPolicy permission
+        # (github.com/GoogleCloudPlatform/gcp-service-broker/issues/400, a maintainer
+        # diffing `gcloud iam roles describe` of roles/editor and roles/owner).
+        return not permission.endswith(".setIamPolicy")
+    return permission in ROLES.get(role, ())
 
 
 class PolicyStore:
@@ -155,7 +192,7 @@ class Authorizer:
             for binding in self.policies.get(res).bindings:
                 if identities.isdisjoint(binding.members):
                     continue
-                if binding.role in OWNER_ROLES or permission in ROLES.get(binding.role, ()):
+                if _grants(binding.role, permission):
                     return True
         return False
 
@@ -168,11 +205,41 @@ class Authorizer:
         return not self.enforce or self.holds(member, permission, resource)
 
     def require(self, member: str, permission: str, resource: str, shown: str) -> None:
-        """Raise Google's PERMISSION_DENIED unless ``member`` may; ``shown`` is the
+        """Raise Cloud Tasks' PERMISSION_DENIED unless ``member`` may; ``shown`` is the
         resource as Google's message names it."""
         if not self.allows(member, permission, resource):
-            raise ApiError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f'The principal (user or service account) lacks IAM permission "{permission}" '
-                f'for the resource "{shown}" (or the resource may not exist).',
-            )
+            raise denied(tasks_denied(permission, shown))
+
+    def check(self, permission: str, resource: str, refusal: str) -> None:
+        """Raise PERMISSION_DENIED with ``refusal`` (the serving API's own wording) unless the
+        caller of the API call being served may."""
+        if not self.allows(self.principal(), permission, resource):
+            raise denied(refusal)
+
+
+# How each API words a refusal, word for word.
+def tasks_denied(permission: str, resource: str) -> str:
+    """Cloud Tasks (recorded answers: github.com/googleapis/repo-automation-bots/issues/5598,
+    github.com/TEAMMATES/teammates/issues/10974)."""
+    return (f'The principal (user or service account) lacks IAM permission "{permission}" '
+            f'for the resource "{resource}" (or the resource may not exist).')
+
+
+def iam_denied(permission: str, kind: str, resource: str) -> str:
+    """IAM Admin (iam.googleapis.com): ``kind`` is "service account" or "project", as in
+    "Permission iam.serviceAccounts.setIamPolicy is required to perform this operation on
+    service account projects/P/serviceAccounts/E." (github.com/opstrace/opstrace/issues/142,
+    GoogleCloudPlatform/deploymentmanager-samples/issues/94) and "... on project
+    projects/P." (github.com/hashicorp/vault-plugin-secrets-gcp/issues/12)."""
+    return f"Permission {permission} is required to perform this operation on {kind} {resource}."
+
+
+def resource_manager_denied(permission: str, name: str) -> str:
+    """Resource Manager v3 over gRPC: "Permission 'resourcemanager.projects.setIamPolicy'
+    denied on resource '//cloudresourcemanager.googleapis.com/projects/P' (or it may not
+    exist)." (a recorded answer to ResourceManager::V3::Projects::Client#set_iam_policy in
+    github.com/shubhangi-google/google-cloud-ruby google-cloud-storage/samples/
+    storage_create_bucket_with_ip_filter.rb; the same form for resourcemanager.projects.get
+    in github.com/CrowdStrike/falcon-integration-gateway/pull/98)."""
+    return (f"Permission '{permission}' denied on resource "
+            f"'//cloudresourcemanager.googleapis.com/{name}' (or it may not exist).")
