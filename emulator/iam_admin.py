@@ -1,23 +1,39 @@
-"""IAM Admin v1 (google.iam.admin.v1.IAM): the service accounts the configuration lists, and
-their IAM policies, as the official IAM client reads, writes and tests them.
+"""IAM Admin v1 (google.iam.admin.v1.IAM): service accounts (the configuration's, and those
+created over the API) and their IAM policies, as the official IAM client reads, writes and
+tests them.
 
-Served: GetServiceAccount, ListServiceAccounts, GetIamPolicy, SetIamPolicy,
-TestIamPermissions. Every other method of the service answers UNIMPLEMENTED.
+Served: CreateServiceAccount, GetServiceAccount, ListServiceAccounts, GetIamPolicy,
+SetIamPolicy, TestIamPermissions. Every other method of the service answers UNIMPLEMENTED.
 
 A service account is named ``projects/PROJECT/serviceAccounts/ACCOUNT`` or, with the
 project inferred from the account, ``projects/-/serviceAccounts/ACCOUNT``; ACCOUNT is the
-email or the unique ID. An account the configuration does not list answers NOT_FOUND
-``Unknown service account``, as Google does for both forms.
+email or the unique ID. An account that does not exist answers NOT_FOUND ``Unknown service
+account``, as Google does for both forms.
+
+CreateServiceAccount makes ``ACCOUNT_ID@PROJECT.iam.gserviceaccount.com`` in the emulator's
+project, with the request's display name and description; it is kept in the state and,
+from then on, is an account like the configured ones (found, listed, its policy read and
+set, acted as by CreateTask). ``account_id`` is checked as Google checks it: 6 to 30
+characters, then the pattern Google's own message quotes; an account that exists answers
+ALREADY_EXISTS "Service account ID already exists within project projects/P."
+(github.com/GoogleCloudPlatform/java-docs-samples/issues/3605).
+
+IAM, when ``[iam] enforce = true``, as Google checks it and before saying whether the account
+exists: CreateServiceAccount needs ``iam.serviceAccounts.create`` and ListServiceAccounts
+``iam.serviceAccounts.list`` on the project; GetServiceAccount ``iam.serviceAccounts.get``,
+GetIamPolicy ``iam.serviceAccounts.getIamPolicy`` and SetIamPolicy
+``iam.serviceAccounts.setIamPolicy`` on the account (or the project). A refusal is IAM's
+"Permission P is required to perform this operation on service account NAME."
+(``iam.iam_denied``). TestIamPermissions needs nothing and answers what the caller holds.
+What the policies grant is enforced elsewhere too: Cloud Tasks' CreateTask checks
+``iam.serviceAccounts.actAs``.
 
 Where the emulator differs from Google, on purpose:
 
-- The accounts are fixed by ``[[service_accounts]]``: they cannot be created or deleted
-  over the API. Their unique ID and display name are derived from the email.
-- These admin calls are not themselves checked against IAM (Google checks
-  ``iam.serviceAccounts.get``, ``getIamPolicy``, ``setIamPolicy``): anyone may read and
-  change the policies, so that tests and tools can set up the bindings they need. What
-  the policies grant *is* enforced where it matters (Cloud Tasks' CreateTask checks
-  ``iam.serviceAccounts.actAs`` when ``[iam] enforce = true``).
+- The configured accounts' unique ID and display name are derived from the email; created
+  accounts get their unique ID the same way.
+- Accounts cannot be deleted, disabled or updated over the API; the configuration's
+  ``[[service_accounts]]`` stay as the file says at every start.
 - Policies have no conditions; ``options.requested_policy_version`` is ignored.
 """
 
@@ -27,16 +43,26 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+import grpc
 from google.cloud import iam_admin_v1
 from google.iam.v1 import iam_policy_pb2
 
 from emulator.config import EmulatorConfig
-from emulator.errors import invalid, not_found
+from emulator.errors import ApiError, denied, invalid, not_found
 from emulator.grpc_server import GrpcRouter
-from emulator.iam import OWNER_ROLES, Authorizer, Policy, PolicyStore, service_account_resource
+from emulator.iam import (
+    OWNER_ROLES,
+    Authorizer,
+    Policy,
+    PolicyStore,
+    iam_denied,
+    service_account_resource,
+)
+from emulator.store import Store
 
 IAM_ADMIN_V1 = "google.iam.admin.v1.IAM"
 ServiceAccount = iam_admin_v1.ServiceAccount.pb()
+CreateServiceAccountRequest = iam_admin_v1.CreateServiceAccountRequest.pb()
 GetServiceAccountRequest = iam_admin_v1.GetServiceAccountRequest.pb()
 ListServiceAccountsRequest = iam_admin_v1.ListServiceAccountsRequest.pb()
 ListServiceAccountsResponse = iam_admin_v1.ListServiceAccountsResponse.pb()
@@ -47,6 +73,13 @@ ENTITY_MISSING = "Requested entity was not found."
 _NAME = re.compile(r"^projects/(?P<project>[^/]+)/serviceAccounts/(?P<account>[^/]+)$")
 _PARENT = re.compile(r"^projects/(?P<project>[^/]+)$")
 _SA_DOMAIN = ".iam.gserviceaccount.com"
+# The pattern IAM's refusal quotes ("adcp-sales-tenant_wonderstruck does not match
+# [a-zA-Z][a-zA-Z\d\-]*[a-zA-Z\d].": github.com/prebid/salesagent/pull/789); the reference
+# documents lower case, [a-z]([-a-z0-9]*[a-z0-9]), and emails are lower case: a capital in
+# an ID is accepted as Google's check accepts it and the email made lower case.
+ACCOUNT_ID_PATTERN = r"[a-zA-Z][a-zA-Z\d\-]*[a-zA-Z\d]"
+_ACCOUNT_ID = re.compile(f"^{ACCOUNT_ID_PATTERN}$")
+MIN_ACCOUNT_ID, MAX_ACCOUNT_ID = 6, 30
 DEFAULT_PAGE, MAX_PAGE = 20, 100
 
 # What TestIamPermissions accepts on a service account.
@@ -70,6 +103,7 @@ class Account:
     project: str
     unique_id: str
     display_name: str
+    description: str = ""
 
     @property
     def name(self) -> str:
@@ -83,9 +117,13 @@ class Account:
     def to_proto(self) -> ServiceAccount:
         return ServiceAccount(
             name=self.name, project_id=self.project, unique_id=self.unique_id,
-            email=self.email, display_name=self.display_name,
+            email=self.email, display_name=self.display_name, description=self.description,
             oauth2_client_id=self.unique_id,
         )
+
+    @classmethod
+    def from_proto(cls, sa: ServiceAccount) -> Account:
+        return cls(sa.email, sa.project_id, sa.unique_id, sa.display_name, sa.description)
 
 
 def unique_id(email: str) -> str:
@@ -108,23 +146,25 @@ def account_project(email: str, default: str) -> str:
 
 
 class IamAdmin:
-    def __init__(self, config: EmulatorConfig, authorizer: Authorizer) -> None:
+    def __init__(self, config: EmulatorConfig, authorizer: Authorizer, store: Store) -> None:
         self.config = config
         self.authorizer = authorizer
+        self.store = store
         self.policies: PolicyStore = authorizer.policies
-        self.accounts: list[Account] = []
+        self.configured: list[Account] = []
         seen: set[str] = set()
         for sa in config.service_accounts:
             email = sa.email
             if email.lower() in seen:
                 continue
             seen.add(email.lower())
-            self.accounts.append(Account(email, account_project(email, config.project),
-                                         unique_id(email), display_name(email)))
+            self.configured.append(Account(email, account_project(email, config.project),
+                                           unique_id(email), display_name(email)))
 
     def register(self, router: GrpcRouter) -> None:
         """Serve google.iam.admin.v1.IAM on the emulator's gRPC port."""
         router.add_all(IAM_ADMIN_V1, self, {
+            "CreateServiceAccount": CreateServiceAccountRequest,
             "GetServiceAccount": GetServiceAccountRequest,
             "ListServiceAccounts": ListServiceAccountsRequest,
             "GetIamPolicy": iam_policy_pb2.GetIamPolicyRequest,
@@ -134,8 +174,17 @@ class IamAdmin:
 
     # -- accounts ---------------------------------------------------------------------
 
-    def account(self, name: str) -> Account:
-        """The account ``name`` designates, in any of Google's forms."""
+    @property
+    def accounts(self) -> list[Account]:
+        """Every account: the configured ones, then those created over the API (a created
+        account the configuration now lists too is the configured one)."""
+        configured = {a.email.lower() for a in self.configured}
+        created = (Account.from_proto(ServiceAccount.FromString(body))
+                   for body in self.store.service_accounts())
+        return self.configured + [a for a in created if a.email.lower() not in configured]
+
+    def _find(self, name: str) -> Account | None:
+        """The account ``name`` designates, in any of Google's forms; None if there is none."""
         m = _NAME.match(name)
         if not m:
             raise invalid(
@@ -147,18 +196,68 @@ class IamAdmin:
         for acc in self.accounts:
             if key in (acc.email.lower(), acc.unique_id) and project in ("-", acc.project):
                 return acc
-        raise not_found(UNKNOWN_ACCOUNT)
+        return None
 
-    def GetServiceAccount(self, req: GetServiceAccountRequest) -> ServiceAccount:
-        return self.account(req.name).to_proto()
+    def account(self, name: str) -> Account:
+        """The account ``name`` designates; NOT_FOUND if there is none."""
+        acc = self._find(name)
+        if acc is None:
+            raise not_found(UNKNOWN_ACCOUNT)
+        return acc
 
-    def ListServiceAccounts(self, req: ListServiceAccountsRequest) -> ListServiceAccountsResponse:
-        m = _PARENT.match(req.name)
+    def _checked(self, name: str, permission: str) -> Account:
+        """The account, once the caller is known to hold ``permission`` on it: IAM answers
+        who may not before whether the account exists."""
+        acc = self._find(name)
+        resource = acc.resource if acc else service_account_resource(name)
+        self.authorizer.check(permission, resource,
+                              iam_denied(permission, "service account", name))
+        if acc is None:
+            raise not_found(UNKNOWN_ACCOUNT)
+        return acc
+
+    def _project(self, name: str) -> str:
+        m = _PARENT.match(name)
         if not m or m["project"] == "-":
             raise invalid(
-                f'Invalid project resource name "{req.name}": use projects/PROJECT_ID.'
+                f'Invalid project resource name "{name}": use projects/PROJECT_ID.'
             )
-        project = m["project"]
+        return m["project"]
+
+    def CreateServiceAccount(self, req: CreateServiceAccountRequest) -> ServiceAccount:
+        project = self._project(req.name)
+        permission = "iam.serviceAccounts.create"
+        refusal = iam_denied(permission, "project", req.name)
+        if project != self.config.project:  # a project the emulator does not have
+            raise denied(refusal)
+        self.authorizer.check(permission, req.name, refusal)
+        account_id = req.account_id
+        # Google's words (github.com/google/litmus/issues/107,
+        # github.com/DataDog/stratus-red-team/issues/294).
+        if not MIN_ACCOUNT_ID <= len(account_id) <= MAX_ACCOUNT_ID:
+            raise invalid(f'The account ID "{account_id}" does not have a length between '
+                          f"{MIN_ACCOUNT_ID} and {MAX_ACCOUNT_ID}.")
+        if not _ACCOUNT_ID.match(account_id):
+            raise invalid(f"{account_id} does not match {ACCOUNT_ID_PATTERN}.")
+        email = f"{account_id.lower()}@{project}{_SA_DOMAIN}"
+        exists = ApiError(grpc.StatusCode.ALREADY_EXISTS,
+                          f"Service account {account_id} already exists within project "
+                          f"projects/{project}.")
+        if any(a.email.lower() == email for a in self.configured):
+            raise exists
+        given = req.service_account
+        acc = Account(email, project, unique_id(email), given.display_name, given.description)
+        if not self.store.add_service_account(email, acc.to_proto().SerializeToString()):
+            raise exists
+        return acc.to_proto()
+
+    def GetServiceAccount(self, req: GetServiceAccountRequest) -> ServiceAccount:
+        return self._checked(req.name, "iam.serviceAccounts.get").to_proto()
+
+    def ListServiceAccounts(self, req: ListServiceAccountsRequest) -> ListServiceAccountsResponse:
+        project = self._project(req.name)
+        permission = "iam.serviceAccounts.list"
+        self.authorizer.check(permission, req.name, iam_denied(permission, "project", req.name))
         mine = [a for a in self.accounts if a.project == project]
         if not mine and project != self.config.project:
             raise not_found(ENTITY_MISSING)
@@ -176,10 +275,11 @@ class IamAdmin:
     # -- policies ---------------------------------------------------------------------
 
     def GetIamPolicy(self, req: iam_policy_pb2.GetIamPolicyRequest) -> Policy:
-        return self.policies.get(self.account(req.resource).resource)
+        return self.policies.get(self._checked(req.resource,
+                                               "iam.serviceAccounts.getIamPolicy").resource)
 
     def SetIamPolicy(self, req: iam_policy_pb2.SetIamPolicyRequest) -> Policy:
-        acc = self.account(req.resource)
+        acc = self._checked(req.resource, "iam.serviceAccounts.setIamPolicy")
         for binding in req.policy.bindings:
             if binding.role.startswith("roles/") and binding.role not in SERVICE_ACCOUNT_ROLES:
                 raise invalid(f"Role {binding.role} is not supported for this resource.")

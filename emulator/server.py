@@ -74,7 +74,7 @@ class Emulator:
         self._register_tasks_api()
         self.cloud_run = CloudRun(self.config, self.authorizer, self.issuer, self.host)
         self.cloud_run.register(self.router)
-        IamAdmin(self.config, self.authorizer).register(self.router)
+        IamAdmin(self.config, self.authorizer, self.store).register(self.router)
         oidc_routes(self.http_app, self.issuer)
         try:
             self._apply_config()

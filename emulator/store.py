@@ -1,4 +1,5 @@
-"""Durable state in SQLite (WAL): queues, tasks, name reservations, IAM policies, keys.
+"""Durable state in SQLite (WAL): queues, tasks, name reservations, IAM policies, service
+accounts created over the API, keys.
 
 Every write that a client was told succeeded is committed before the answer leaves, so a
 ``kill -9`` at any moment loses nothing: WAL with ``synchronous=NORMAL`` survives a process
@@ -40,6 +41,11 @@ CREATE INDEX IF NOT EXISTS tasks_listed ON tasks(queue, seq);
 CREATE TABLE IF NOT EXISTS tombstones(name TEXT PRIMARY KEY, until_us INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tombstones_expiry ON tombstones(until_us);
 CREATE TABLE IF NOT EXISTS policies(resource TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS service_accounts(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    email TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL
+);
 """
 
 
@@ -259,3 +265,18 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO policies(resource, body) VALUES(?, ?)", (resource, body)
         )
+
+    # -- service accounts created over the API -----------------------------------------
+
+    def service_accounts(self) -> list[bytes]:
+        """The created accounts (serialized ServiceAccount protos), oldest first."""
+        return [r[0] for r in self.db.execute("SELECT body FROM service_accounts ORDER BY seq")]
+
+    def add_service_account(self, email: str, body: bytes) -> bool:
+        """Store a new account; False when one with this email exists."""
+        try:
+            self.db.execute("INSERT INTO service_accounts(email, body) VALUES(?, ?)",
+                            (email.lower(), body))
+        except sqlite3.IntegrityError:
+            return False
+        return True

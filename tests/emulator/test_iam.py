@@ -1,5 +1,5 @@
 """IAM on the emulator through the official clients: service-account policies over the IAM
-Admin API, and Cloud Tasks refusing CreateTask where Google refuses it."""
+Admin API, IAM Admin and Cloud Tasks refusing where Google refuses, in Google's words."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ STRANGER = f"stranger@{PROJECT}.iam.gserviceaccount.com"  # holds nothing
 CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"  # the tokens' account
 SCRATCH = f"scratch@{PROJECT}.iam.gserviceaccount.com"  # for policy edits
 USER = "roles/iam.serviceAccountUser"
+OPERATOR = "user:operator@example.com"  # a platform engineer: changes queues and accounts
+EDITOR = "user:editor@example.com"  # roles/editor: changes things, not who may
 AS_STRANGER = [("x-emulator-principal", f"serviceAccount:{STRANGER}")]
+AS_OPERATOR = [("x-emulator-principal", OPERATOR)]
+AS_EDITOR = [("x-emulator-principal", EDITOR)]
 CONFIG = f"""
 [iam]
 enforce = true
@@ -28,6 +32,18 @@ principal = "serviceAccount:{ENQUEUER}"
 [[iam.bindings]]
 role = "roles/cloudtasks.enqueuer"
 members = ["serviceAccount:{ENQUEUER}"]
+
+[[iam.bindings]]
+role = "roles/cloudtasks.admin"
+members = ["{OPERATOR}"]
+
+[[iam.bindings]]
+role = "roles/iam.serviceAccountAdmin"
+members = ["{OPERATOR}"]
+
+[[iam.bindings]]
+role = "roles/editor"
+members = ["{EDITOR}"]
 
 [[queues]]
 name = "iam-queue"
@@ -87,7 +103,7 @@ def oidc_task(email: str = CALLER) -> tasks_v2.Task:
 
 def fresh_queue(tasks: tasks_v2.CloudTasksClient, name: str) -> str:
     queue = f"{PARENT}/queues/{name}"
-    tasks.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=queue))
+    tasks.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=queue), metadata=AS_OPERATOR)
     tasks.pause_queue(name=queue)  # what is created stays there to be counted
     return queue
 
@@ -108,7 +124,7 @@ def without(policy: policy_pb2.Policy, role: str) -> policy_pb2.Policy:
 
 
 def test_configured_accounts_are_listed_and_found_by_every_name(iam):
-    listed = iam.list_service_accounts(name=f"projects/{PROJECT}")
+    listed = iam.list_service_accounts(name=f"projects/{PROJECT}", metadata=AS_OPERATOR)
     by_email = {a.email: a for a in listed}
     assert list(by_email) == [CALLER, SCRATCH]
     caller = by_email[CALLER]
@@ -119,17 +135,17 @@ def test_configured_accounts_are_listed_and_found_by_every_name(iam):
     for name in (f"projects/-/serviceAccounts/{CALLER}",
                  f"projects/{PROJECT}/serviceAccounts/{CALLER}",
                  f"projects/-/serviceAccounts/{caller.unique_id}"):
-        assert iam.get_service_account(name=name) == caller
+        assert iam.get_service_account(name=name, metadata=AS_OPERATOR) == caller
 
 
 @pytest.mark.parametrize("project", ["-", PROJECT])
 def test_an_unknown_account_is_not_found_as_google_says(iam, project):
     name = f"projects/{project}/serviceAccounts/ghost@{PROJECT}.iam.gserviceaccount.com"
-    calls = [
-        lambda: iam.get_service_account(name=name),
-        lambda: iam.get_iam_policy(resource=name),
+    calls = [  # by someone who may see accounts: IAM says no first to anyone else
+        lambda: iam.get_service_account(name=name, metadata=AS_OPERATOR),
+        lambda: iam.get_iam_policy(resource=name, metadata=AS_OPERATOR),
         lambda: iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
-            resource=name, policy=policy_pb2.Policy())),
+            resource=name, policy=policy_pb2.Policy()), metadata=AS_OPERATOR),
         lambda: iam.test_iam_permissions(resource=name,
                                          permissions=["iam.serviceAccounts.actAs"]),
     ]
@@ -142,32 +158,32 @@ def test_an_unknown_account_is_not_found_as_google_says(iam, project):
 def test_a_policy_is_read_and_written_with_its_etag_under_both_names(iam):
     short, full = (f"projects/-/serviceAccounts/{SCRATCH}",
                    f"projects/{PROJECT}/serviceAccounts/{SCRATCH}")
-    first = iam.get_iam_policy(resource=short)
+    first = iam.get_iam_policy(resource=short, metadata=AS_OPERATOR)
     assert members(first, "roles/iam.serviceAccountTokenCreator") == ["user:ops@example.com"]
-    assert iam.get_iam_policy(resource=full) == first
+    assert iam.get_iam_policy(resource=full, metadata=AS_OPERATOR) == first
 
     wanted = policy_pb2.Policy()
     wanted.CopyFrom(first)
     wanted.bindings.add(role=USER, members=[f"serviceAccount:{STRANGER}"])
     written = iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
-        resource=full, policy=wanted))
+        resource=full, policy=wanted), metadata=AS_OPERATOR)
     assert members(written, USER) == [f"serviceAccount:{STRANGER}"]
     assert written.etag and written.etag != first.etag
-    assert iam.get_iam_policy(resource=short) == written
+    assert iam.get_iam_policy(resource=short, metadata=AS_OPERATOR) == written
 
     # A writer that read before the change is refused, and changes nothing.
     with pytest.raises(gexc.Aborted) as e:
         iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
-            resource=short, policy=first))
+            resource=short, policy=first), metadata=AS_OPERATOR)
     assert "concurrent policy changes" in e.value.message
-    assert iam.get_iam_policy(resource=full) == written
+    assert iam.get_iam_policy(resource=full, metadata=AS_OPERATOR) == written
 
     # A role that means nothing on a service account is refused as Google refuses it.
     bad = policy_pb2.Policy(bindings=[policy_pb2.Binding(
         role="roles/cloudtasks.enqueuer", members=[f"serviceAccount:{STRANGER}"])])
     with pytest.raises(gexc.InvalidArgument) as e:
         iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
-            resource=full, policy=bad))
+            resource=full, policy=bad), metadata=AS_OPERATOR)
     assert e.value.message == "Role roles/cloudtasks.enqueuer is not supported for this resource."
 
 
@@ -188,7 +204,50 @@ def test_test_permissions_answers_what_the_caller_holds_on_the_account(iam):
 
 def test_other_iam_admin_methods_are_unimplemented(iam):
     with pytest.raises(gexc.MethodNotImplemented):
-        iam.create_service_account(name=f"projects/{PROJECT}", account_id="newbie")
+        iam.delete_service_account(name=f"projects/-/serviceAccounts/{SCRATCH}",
+                                   metadata=AS_OPERATOR)
+
+
+def iam_denied(permission: str, kind: str, name: str) -> str:
+    return f"Permission {permission} is required to perform this operation on {kind} {name}."
+
+
+def test_iam_admin_refuses_in_iams_words_before_saying_whether_an_account_exists(iam):
+    for email in (CALLER, f"ghost@{PROJECT}.iam.gserviceaccount.com"):
+        name = f"projects/-/serviceAccounts/{email}"
+        refusals = {
+            "iam.serviceAccounts.get": lambda n=name: iam.get_service_account(
+                name=n, metadata=AS_STRANGER),
+            "iam.serviceAccounts.getIamPolicy": lambda n=name: iam.get_iam_policy(
+                resource=n, metadata=AS_STRANGER),
+            "iam.serviceAccounts.setIamPolicy": lambda n=name: iam.set_iam_policy(
+                request=iam_policy_pb2.SetIamPolicyRequest(resource=n, policy=policy_pb2.Policy()),
+                metadata=AS_STRANGER),
+        }
+        for permission, call in refusals.items():
+            with pytest.raises(gexc.PermissionDenied) as e:
+                call()
+            assert e.value.message == iam_denied(permission, "service account", name)
+    project = f"projects/{PROJECT}"
+    with pytest.raises(gexc.PermissionDenied) as e:
+        iam.list_service_accounts(name=project, metadata=AS_STRANGER)
+    assert e.value.message == iam_denied("iam.serviceAccounts.list", "project", project)
+    # Nothing changed: the operator still reads the account's configured policy.
+    policy = iam.get_iam_policy(resource=f"projects/-/serviceAccounts/{CALLER}",
+                                metadata=AS_OPERATOR)
+    assert members(policy, USER) == [f"serviceAccount:{ENQUEUER}"]
+
+
+def test_an_editor_reads_policies_but_may_not_set_them(iam):
+    # Google's roles/editor holds no setIamPolicy permission.
+    name = f"projects/-/serviceAccounts/{SCRATCH}"
+    policy = iam.get_iam_policy(resource=name, metadata=AS_EDITOR)
+    assert iam.get_service_account(name=name, metadata=AS_EDITOR).email == SCRATCH
+    with pytest.raises(gexc.PermissionDenied) as e:
+        iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
+            resource=name, policy=policy), metadata=AS_EDITOR)
+    assert e.value.message == iam_denied("iam.serviceAccounts.setIamPolicy", "service account",
+                                         name)
 
 
 # -- CreateTask, enforced as Cloud Tasks enforces it ---------------------------------------
@@ -197,11 +256,11 @@ def test_other_iam_admin_methods_are_unimplemented(iam):
 def test_create_task_needs_act_as_on_the_token_account(iam, tasks):
     queue = fresh_queue(tasks, "iam-actas")
     account = f"projects/-/serviceAccounts/{CALLER}"
-    granted = iam.get_iam_policy(resource=account)
+    granted = iam.get_iam_policy(resource=account, metadata=AS_OPERATOR)
     assert members(granted, USER) == [f"serviceAccount:{ENQUEUER}"]
 
     revoked = iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
-        resource=account, policy=without(granted, USER)))
+        resource=account, policy=without(granted, USER)), metadata=AS_OPERATOR)
     try:
         with pytest.raises(gexc.PermissionDenied) as e:
             tasks.create_task(parent=queue, task=oidc_task())
@@ -211,7 +270,7 @@ def test_create_task_needs_act_as_on_the_token_account(iam, tasks):
         plain = tasks.create_task(parent=queue, task=http_task("http://127.0.0.1:9/work"))
     finally:
         restored = iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(
-            resource=account, policy=granted_again(revoked)))
+            resource=account, policy=granted_again(revoked)), metadata=AS_OPERATOR)
     assert members(restored, USER) == [f"serviceAccount:{ENQUEUER}"]
 
     created = tasks.create_task(parent=queue, task=oidc_task())
@@ -249,9 +308,9 @@ def test_create_task_needs_tasks_create_and_the_metadata_picks_the_caller(tasks)
     assert list(tasks.list_tasks(parent=queue)) == []
 
     # Granted on this queue only, the stranger may create plain tasks there...
-    policy = tasks.get_iam_policy(resource=queue)
+    policy = tasks.get_iam_policy(resource=queue, metadata=AS_OPERATOR)
     policy.bindings.add(role="roles/cloudtasks.enqueuer", members=[f"serviceAccount:{STRANGER}"])
-    tasks.set_iam_policy(request={"resource": queue, "policy": policy})
+    tasks.set_iam_policy(request={"resource": queue, "policy": policy}, metadata=AS_OPERATOR)
     plain = tasks.create_task(parent=queue, task=http_task("http://127.0.0.1:9/work"),
                               metadata=AS_STRANGER)
     # ...but not act as the token account, which the configured caller may.
