@@ -10,6 +10,10 @@ name = "queue-brain"
 rate_limits = { max_dispatches_per_second = 5, max_concurrent_dispatches = 10 }
 retry_config = { max_attempts = 5, min_backoff_s = 1, max_backoff_s = 60, max_doublings = 3 }
 
+[[queues.bindings]]                 # the queue's IAM policy (no bindings: left as it is)
+role = "roles/cloudtasks.enqueuer"
+members = ["serviceAccount:api@local-project.iam.gserviceaccount.com"]
+
 [iam]                               # who calls the APIs, and whether IAM is checked
 enforce = true                      # default false: every caller may do everything
 principal = "serviceAccount:enqueuer@local-project.iam.gserviceaccount.com"
@@ -33,7 +37,11 @@ timeout_s = 900
 invokers = ["serviceAccount:caller@local-project.iam.gserviceaccount.com"]
 ```
 
-Policies named here are applied at every start (the file is authoritative for them).
+Policies named here (the project's ``[iam] bindings``, a queue's or a service account's
+``bindings``, a service's ``invokers``) are applied at every start: the file is
+authoritative for them, and a SetIamPolicy on one lasts until the next start. A queue
+without a ``bindings`` key keeps the policy it has, so one set over the API (by
+``enqueuer setup``, say) survives restarts; ``bindings = []`` empties it.
 """
 
 from __future__ import annotations
@@ -65,13 +73,6 @@ class RetryConfigModel(_Strict):
     max_retry_duration_s: float | None = Field(None, ge=0)
 
 
-class QueueConfig(_Strict):
-    name: str = Field(pattern=QUEUE_ID_RE.pattern, description="the queue ID")
-    paused: bool = False
-    rate_limits: RateLimitsConfig = RateLimitsConfig()
-    retry_config: RetryConfigModel = RetryConfigModel()
-
-
 _MEMBER = r"^(allUsers|allAuthenticatedUsers|(user|serviceAccount|group|domain):.+)$"
 
 
@@ -89,6 +90,15 @@ class BindingConfig(_Strict):
                     'for example "serviceAccount:caller@PROJECT.iam.gserviceaccount.com"'
                 )
         return members
+
+
+class QueueConfig(_Strict):
+    name: str = Field(pattern=QUEUE_ID_RE.pattern, description="the queue ID")
+    paused: bool = False
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    retry_config: RetryConfigModel = RetryConfigModel()
+    # The queue's IAM policy; None (no ``bindings`` key) leaves the policy as it is.
+    bindings: list[BindingConfig] | None = None
 
 
 class ServiceAccountConfig(_Strict):

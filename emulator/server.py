@@ -162,6 +162,9 @@ class Emulator:
         policies = self.authorizer.policies
         if self.config.iam.bindings:
             policies.replace(f"projects/{self.config.project}", _bindings(self.config.iam.bindings))
+        for qc in self.config.queues:
+            if qc.bindings is not None:
+                policies.replace(self.config.queue_name(qc.name), _bindings(qc.bindings))
         for sa in self.config.service_accounts:
             policies.replace(service_account_resource(sa.email), _bindings(sa.bindings))
         for svc in self.config.services:

@@ -3,6 +3,26 @@
 Each method takes the request proto and returns the response proto, or raises ``ApiError``
 with Google's code and wording; ``grpc_server`` serves them. Methods the emulator does not
 implement are not registered, so gRPC answers UNIMPLEMENTED.
+
+IAM, when ``[iam] enforce = true``, is checked before anything about the resource is
+revealed, as Cloud Tasks does (its refusal says the resource "may not exist"):
+
+- CreateQueue needs ``cloudtasks.queues.create`` on the location (so on the project);
+- UpdateQueue ``cloudtasks.queues.update`` on the queue, also when it creates a missing
+  queue: Google documents that one permission for queues.patch and none other for the
+  creation it may do;
+- DeleteQueue ``cloudtasks.queues.delete``; GetIamPolicy and SetIamPolicy
+  ``cloudtasks.queues.getIamPolicy`` and ``setIamPolicy`` on the queue (the reference of
+  those methods: "on the specified resource parent");
+- CreateTask ``cloudtasks.tasks.create`` on the queue and, for a task with a token,
+  ``iam.serviceAccounts.actAs`` on its account;
+- TestIamPermissions needs nothing and answers what the caller holds; for a queue that does
+  not exist, an empty set, not NOT_FOUND (the method's reference says so).
+
+A known difference from Google: GetQueue, ListQueues, PauseQueue, ResumeQueue, PurgeQueue,
+ListTasks, GetTask, DeleteTask and RunTask are not checked against IAM yet (Google checks
+``cloudtasks.queues.get``, ``list``, ``pause``, ``resume``, ``purge`` and
+``cloudtasks.tasks.list``, ``get``, ``delete``, ``run``): whoever calls may use them.
 """
 
 from __future__ import annotations
@@ -20,7 +40,7 @@ from google.protobuf import empty_pb2
 from emulator.clock import US, duration, from_timestamp, now_us, seconds, to_timestamp
 from emulator.dispatcher import USER_AGENT, Dispatcher
 from emulator.errors import ApiError, invalid, not_found
-from emulator.iam import Authorizer, Policy, service_account_resource
+from emulator.iam import Authorizer, Policy, service_account_resource, tasks_denied
 from emulator.names import parse_location, parse_queue, parse_task
 from emulator.paging import page_size, page_token, read_seq, read_token
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
@@ -126,8 +146,12 @@ class CloudTasksService:
     def GetQueue(self, req: GetQueueRequest) -> Queue:
         return self.queue(req.name)
 
+    def _check(self, permission: str, resource: str) -> None:
+        self.authorizer.check(permission, resource, tasks_denied(permission, resource))
+
     def CreateQueue(self, req: CreateQueueRequest) -> Queue:
         parse_location(req.parent)
+        self._check("cloudtasks.queues.create", req.parent)
         name = parse_queue(req.queue.name)
         if name.parent != req.parent:
             raise invalid(f"{req.queue.name} must begin with {req.parent}.")
@@ -158,6 +182,7 @@ class CloudTasksService:
 
     def UpdateQueue(self, req: UpdateQueueRequest) -> Queue:
         parse_queue(req.queue.name)
+        self._check("cloudtasks.queues.update", req.queue.name)
         current = self.store.get_queue(req.queue.name)
         if current is None:  # UpdateQueue creates a missing queue
             self._check_not_recently_deleted(req.queue.name)
@@ -172,6 +197,7 @@ class CloudTasksService:
 
     def DeleteQueue(self, req: DeleteQueueRequest) -> empty_pb2.Empty:
         parse_queue(req.name)
+        self._check("cloudtasks.queues.delete", req.name)
         if self.store.get_queue(req.name) is None:
             raise not_found(ENTITY_MISSING)
         self.store.delete_queue(req.name, now_us())
@@ -202,10 +228,14 @@ class CloudTasksService:
     # -- queue IAM --------------------------------------------------------------------
 
     def GetIamPolicy(self, req: iam_policy_pb2.GetIamPolicyRequest) -> Policy:
+        parse_queue(req.resource)
+        self._check("cloudtasks.queues.getIamPolicy", req.resource)
         self.queue(req.resource)
         return self.policies.get(req.resource)
 
     def SetIamPolicy(self, req: iam_policy_pb2.SetIamPolicyRequest) -> Policy:
+        parse_queue(req.resource)
+        self._check("cloudtasks.queues.setIamPolicy", req.resource)
         self.queue(req.resource)
         return self.policies.set(req.resource, req)
 
@@ -213,9 +243,11 @@ class CloudTasksService:
         self, req: iam_policy_pb2.TestIamPermissionsRequest
     ) -> iam_policy_pb2.TestIamPermissionsResponse:
         """The requested permissions the caller holds on the queue (all of them when IAM is
-        not enforced)."""
-        self.queue(req.resource)
+        not enforced; none on a queue that does not exist)."""
+        parse_queue(req.resource)
         answer = self.policies.test(req, QUEUE_PERMISSIONS)
+        if self.store.get_queue(req.resource) is None:
+            return iam_policy_pb2.TestIamPermissionsResponse()
         if self.authorizer.enforce:
             member = self.authorizer.principal()
             held = [p for p in dict.fromkeys(answer.permissions)
