@@ -29,6 +29,7 @@ from emulator.iam_admin import IamAdmin
 from emulator.oidc import Issuer
 from emulator.queue_stats import GetQueueRequestB3, ListQueuesRequestB3, QueueStatsService
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
+from emulator.resource_manager import ResourceManager
 from emulator.store import Store
 from emulator.tasks_service import CloudTasksService, Limits
 
@@ -75,6 +76,7 @@ class Emulator:
         self.cloud_run = CloudRun(self.config, self.authorizer, self.issuer, self.host)
         self.cloud_run.register(self.router)
         IamAdmin(self.config, self.authorizer, self.store).register(self.router)
+        ResourceManager(self.config, self.authorizer, self.store).register(self.router)
         oidc_routes(self.http_app, self.issuer)
         try:
             self._apply_config()
