@@ -80,11 +80,14 @@ def emulator_config(ports: DevPorts) -> str:
         "# Written by `enqueuer dev` at each start; edit enqueuer_core/devstack.py instead.",
         f'project = "{LOCAL_PROJECT}"', f'location = "{LOCAL_REGION}"', "",
         "[iam]", "enforce = true", f'principal = "{enqueuer}"',
-        # The enqueuer creates tasks and reads Cloud Run (for diagnostics); an operator
-        # account may change Cloud Run's policies (to break and repair a setup on purpose).
+        # The enqueuer creates tasks and reads Cloud Run (for diagnostics); the operator is
+        # a platform engineer: it may create queues, accounts and every binding that
+        # `enqueuer setup --apply` makes (and break and repair a setup on purpose).
         "bindings = [", f'  {{ role = "roles/cloudtasks.enqueuer", members = ["{enqueuer}"] }},',
         f'  {{ role = "roles/run.viewer", members = ["{enqueuer}"] }},',
-        f'  {{ role = "roles/run.admin", members = ["{LOCAL_OPERATOR}"] }},', "]", "",
+        *(f'  {{ role = "{role}", members = ["{LOCAL_OPERATOR}"] }},' for role in (
+            "roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
+            "roles/resourcemanager.projectIamAdmin", "roles/run.admin")), "]", "",
         "[[service_accounts]]", f'email = "{LOCAL_CALLER_SA}"',
         f'bindings = [{{ role = "roles/iam.serviceAccountUser", members = ["{enqueuer}"] }}]',
     ]
