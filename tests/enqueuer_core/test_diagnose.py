@@ -148,11 +148,11 @@ def test_invoker_binding_removed(stack, settings):
 
 def test_act_as_removed(stack, settings):
     client = clients.iam_client(settings)
-    policy = client.get_iam_policy(request={"resource": CALLER_RESOURCE})
+    policy = client.get_iam_policy(request={"resource": CALLER_RESOURCE}, metadata=AS_OPERATOR)
     kept = policy_pb2.Policy()
     kept.CopyFrom(policy)
     client.set_iam_policy(request={"resource": CALLER_RESOURCE,
-                                   "policy": policy_pb2.Policy(version=1)})
+                                   "policy": policy_pb2.Policy(version=1)}, metadata=AS_OPERATOR)
     try:
         got = run(stack)
         assert failing(got) == {"act_as": "fail"}
@@ -162,7 +162,8 @@ def test_act_as_removed(stack, settings):
             f"--project={PROJECT}")
     finally:
         kept.etag = b""
-        client.set_iam_policy(request={"resource": CALLER_RESOURCE, "policy": kept})
+        client.set_iam_policy(request={"resource": CALLER_RESOURCE, "policy": kept},
+                              metadata=AS_OPERATOR)
     assert failing(run(stack)) == {}
 
 

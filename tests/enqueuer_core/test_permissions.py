@@ -24,6 +24,9 @@ from tests.serving import serving
 ENQUEUER = "enqueuer@local-project.iam.gserviceaccount.com"
 CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"  # the account the tokens are for
 QUEUES = {"brain": "perm-brain", "testi": "perm-testi", "trans": "perm-trans"}
+# Who changes the account's policy in the last test, as a platform engineer would.
+OPERATOR = "user:operator@example.com"
+AS_OPERATOR = [("x-emulator-principal", OPERATOR)]
 # The enqueuer may create tasks, but nobody may act as the caller account.
 CONFIG = f"""
 [iam]
@@ -32,6 +35,10 @@ enforce = true
 [[iam.bindings]]
 role = "roles/cloudtasks.enqueuer"
 members = ["serviceAccount:{ENQUEUER}"]
+
+[[iam.bindings]]
+role = "roles/iam.serviceAccountAdmin"
+members = ["{OPERATOR}"]
 
 [[service_accounts]]
 email = "{CALLER}"
@@ -93,12 +100,13 @@ def test_once_granted_the_same_job_is_enqueued(enforcing, settings):
     iam = iam_admin_v1.IAMClient(
         transport=IAMGrpcTransport(channel=grpc.insecure_channel(enforcing.target)))
     account = f"projects/-/serviceAccounts/{CALLER}"
-    before = iam.get_iam_policy(resource=account)
+    before = iam.get_iam_policy(resource=account, metadata=AS_OPERATOR)
     policy = policy_pb2.Policy()
     policy.CopyFrom(before)
     policy.bindings.add(role="roles/iam.serviceAccountUser",
                         members=[f"serviceAccount:{ENQUEUER}"])
-    after = iam.set_iam_policy(request={"resource": account, "policy": policy})
+    after = iam.set_iam_policy(request={"resource": account, "policy": policy},
+                               metadata=AS_OPERATOR)
     created: list[str] = []
     try:
         result = Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN))
@@ -108,4 +116,4 @@ def test_once_granted_the_same_job_is_enqueued(enforcing, settings):
         for task in created:
             enforcing.client().delete_task(name=task)
         del after.bindings[:]
-        iam.set_iam_policy(request={"resource": account, "policy": after})
+        iam.set_iam_policy(request={"resource": account, "policy": after}, metadata=AS_OPERATOR)
