@@ -17,8 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
 
-test: $(STAMP) lint chromium
+test: $(STAMP) lint chromium container-tools
 	$(PY) -m pytest
 
 # The browser tests drive the system Chromium (Debian package `chromium`): installed here
@@ -32,6 +33,26 @@ chromium:
 	else \
 		echo "The browser tests need Chromium. Install it, then run make test again:" >&2; \
 		echo "    sudo apt-get install -y chromium" >&2; \
+		exit 1; \
+	fi
+
+# The container test (tests/container) builds the production image and runs it with podman,
+# runc as its runtime (crun, which apt would pick, refuses this kernel's hybrid cgroups), on
+# a stand-in base image made with mmdebstrap. Running as root needs nothing else (uidmap,
+# slirp4netns and fuse-overlayfs are for rootless podman). Installed here when missing and
+# we are root, otherwise we stop and say how to install them.
+CONTAINER_TOOLS := podman runc mmdebstrap
+.PHONY: container-tools
+container-tools:
+	@if command -v podman >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1 && \
+		{ command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ]; }; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing $(CONTAINER_TOOLS) for the container test (apt-get install)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(CONTAINER_TOOLS); \
+	else \
+		echo "The container test needs $(CONTAINER_TOOLS). Install them, then run make test again:" >&2; \
+		echo "    sudo apt-get install -y --no-install-recommends $(CONTAINER_TOOLS)" >&2; \
 		exit 1; \
 	fi
 
