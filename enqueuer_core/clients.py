@@ -40,7 +40,7 @@ _EMULATOR_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 200),
 EMULATOR_PRINCIPAL_HEADER = "x-emulator-principal"
 
 
-class _ActingAs(grpc.UnaryUnaryClientInterceptor):
+class ActingAs(grpc.UnaryUnaryClientInterceptor):
     """Every call on the channel carries ``x-emulator-principal: MEMBER``."""
 
     def __init__(self, member: str) -> None:
@@ -83,7 +83,7 @@ def _client(settings: Settings, client_cls: type[C], transport_cls: type,
     if settings.on_emulator:
         emulator = channel(settings.cloud_tasks_emulator_host, options=_EMULATOR_CHANNEL)
         if acting_as:
-            emulator = grpc.intercept_channel(emulator, _ActingAs(acting_as))
+            emulator = grpc.intercept_channel(emulator, ActingAs(acting_as))
         client = client_cls(transport=transport_cls(channel=emulator))
         # The emulator's default caller unless told otherwise.
         _principals[client] = acting_as.split(":", 1)[-1] if acting_as else LOCAL_PRINCIPAL
