@@ -24,8 +24,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from enqueuer_core.config import LOCAL_CALLER_SA, LOCAL_PRINCIPAL, LOCAL_PROJECT, LOCAL_REGION
+from enqueuer_core.config import (
+    LOCAL_CALLER_SA,
+    LOCAL_OPERATOR,
+    LOCAL_PRINCIPAL,
+    LOCAL_PROJECT,
+    LOCAL_REGION,
+    load_settings,
+)
 from enqueuer_core.errors import ConfigError
+from enqueuer_core.setup.desired import desired_state
+from enqueuer_core.workers import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent  # where app.py and dashboard.py live
 # Each built-in worker: its settings suffix, its path, its dispatch deadline and the
@@ -40,7 +49,6 @@ QUEUES = {"brain": "queue-brain", "testimonios": "queue-testimonios",
 _READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,\s]+)")
 _SERVICE = re.compile(r"\b(?P<name>[a-z][-a-z0-9]*)=(?P<url>http://[^\s,]+)")
 START_TIMEOUT_S = 60.0
-LOCAL_OPERATOR = "user:operator@local-project.test"
 
 
 def default_state_dir() -> Path:
@@ -73,29 +81,52 @@ def free_port() -> int:
 
 
 def emulator_config(ports: DevPorts) -> str:
-    """The dev stack's Google: queues, the workers' services, a correct IAM setup."""
-    enqueuer = f"serviceAccount:{LOCAL_PRINCIPAL}"
-    caller = f"serviceAccount:{LOCAL_CALLER_SA}"
+    """The dev stack's Google: queues, the workers' services, and IAM exactly as
+    ``enqueuer setup --apply`` leaves it (``enqueuer --local setup``: nothing to change), plus
+    an operator who may make or repair every part of it."""
+    # The stack's own settings, whatever the shell exports (the URLs play no part here).
+    env = api_environment("dev-stack", dict.fromkeys(WORKERS, "http://127.0.0.1:1"))
+    settings = load_settings(**{k.lower(): v for k, v in env.items()}, workers_file=None,
+                             api_sa=LOCAL_PRINCIPAL, dashboard_sa=LOCAL_PRINCIPAL)
+    services = {w: f"projects/{LOCAL_PROJECT}/locations/{LOCAL_REGION}/services/{w}"
+                for w in WORKERS}
+    state = desired_state(settings, load_registry(settings), services, list(WORKERS))
+    granted: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for g in state.grants:
+        granted.setdefault((g.scope, g.resource), {}).setdefault(g.role, []).append(g.member)
+
+    def bindings(scope: str, resource: str) -> str:
+        roles = granted.get((scope, resource), {})
+        return "[" + ", ".join(f'{{ role = "{r}", members = {json.dumps(m)} }}'
+                               for r, m in roles.items()) + "]"
+
+    operator = [{"role": r, "members": [LOCAL_OPERATOR]} for r in (
+        "roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
+        "roles/resourcemanager.projectIamAdmin", "roles/run.admin")]
+    project = [{"role": r, "members": m}
+               for r, m in granted.get(("project", f"projects/{LOCAL_PROJECT}"), {}).items()]
     lines = [
         "# Written by `enqueuer dev` at each start; edit enqueuer_core/devstack.py instead.",
         f'project = "{LOCAL_PROJECT}"', f'location = "{LOCAL_REGION}"', "",
-        "[iam]", "enforce = true", f'principal = "{enqueuer}"',
-        # The enqueuer creates tasks and reads Cloud Run (for diagnostics); the operator is
-        # a platform engineer: it may create queues, accounts and every binding that
-        # `enqueuer setup --apply` makes (and break and repair a setup on purpose).
-        "bindings = [", f'  {{ role = "roles/cloudtasks.enqueuer", members = ["{enqueuer}"] }},',
-        f'  {{ role = "roles/run.viewer", members = ["{enqueuer}"] }},',
-        *(f'  {{ role = "{role}", members = ["{LOCAL_OPERATOR}"] }},' for role in (
-            "roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
-            "roles/resourcemanager.projectIamAdmin", "roles/run.admin")), "]", "",
-        "[[service_accounts]]", f'email = "{LOCAL_CALLER_SA}"',
-        f'bindings = [{{ role = "roles/iam.serviceAccountUser", members = ["{enqueuer}"] }}]',
+        "[iam]", "enforce = true", f'principal = "serviceAccount:{LOCAL_PRINCIPAL}"',
+        # The operator is a platform engineer: it may create queues, accounts and every
+        # binding `enqueuer setup --apply` makes (and break and repair a setup on purpose).
+        "bindings = [", *(f'  {{ role = "{b["role"]}", members = {json.dumps(b["members"])} }},'
+                         for b in project + operator), "]",
     ]
+    for account in state.accounts:
+        resource = f"projects/{LOCAL_PROJECT}/serviceAccounts/{account.email}"
+        lines += ["", "[[service_accounts]]", f'email = "{account.email}"',
+                  f"bindings = {bindings('service_account', resource)}"]
+    for queue in state.queues:
+        lines += ["", "[[queues]]", f'name = "{queue.queue_id}"',
+                  f"bindings = {bindings('queue', queue.path)}"]
     for worker, (_, path, _, timeout) in WORKERS.items():
-        lines += ["", "[[queues]]", f'name = "{QUEUES[worker]}"', "",
-                  "[[services]]", f'name = "{worker}"', f"port = {ports.workers[worker]}",
+        invokers = granted.get(("run_service", services[worker]), {}).get(
+            "roles/run.invoker", [])
+        lines += ["", "[[services]]", f'name = "{worker}"', f"port = {ports.workers[worker]}",
                   f'paths = ["{path}"]', f"timeout_s = {timeout}",
-                  f'invokers = ["{caller}"]']
+                  f"invokers = {json.dumps(invokers)}"]
     return "\n".join(lines) + "\n"
 
 

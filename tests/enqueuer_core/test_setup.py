@@ -25,7 +25,7 @@ from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.setup import SetupClients, apply_plan, make_plan
 from tests.emulator.harness import start_emulator, wait_until
 from tests.enqueuer_core.test_cli import clean_env
-from tests.enqueuer_core.test_devstack import ENQUEUER
+from tests.enqueuer_core.test_devstack import ENQUEUER, start_dev, stop_dev
 from tests.gcloud_cli import check_command
 
 PROJECT, REGION = "setup-project", "us-central1"
@@ -304,3 +304,22 @@ def test_without_the_rights_to_read_the_plan_says_what_it_cannot_see(tmp_path):
     finally:
         em.stop()
 
+
+
+def test_the_dev_stack_is_what_setup_makes(tmp_path):
+    state = tmp_path / "state"
+    proc, _ = start_dev(state, "--no-api", "--no-dashboard")
+    try:
+        env = {**clean_env(), "ENQUEUER_STATE": str(state)}
+        shown = subprocess.run([ENQUEUER, "--local", "setup"], capture_output=True, text=True,
+                               timeout=60, env=env)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert f"acting as {LOCAL_OPERATOR}" in shown.stdout
+        assert "Nothing to change." in shown.stdout and "UNKNOWN" not in shown.stdout
+        applied = subprocess.run([ENQUEUER, "--local", "setup", "--apply"],
+                                 capture_output=True, text=True, timeout=60, env=env)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "Nothing was changed." in applied.stdout
+        assert applied.stdout.rstrip().endswith("\n39 pass")
+    finally:
+        assert stop_dev(proc) == 0
