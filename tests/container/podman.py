@@ -109,7 +109,19 @@ class Podman:
         if not self.image_exists(tag):
             self.run("build", "--pull=never", "--network=host", "--quiet", "-t", tag,
                      "-t", f"{IMAGE_REPO}:test", str(context), timeout=BUILD_TIMEOUT_S)
+            self.forget_old_builds(keep=tag)
         return tag
+
+    def forget_old_builds(self, keep: str) -> None:
+        """Untag the images of earlier runs: each change to the repository makes one (all
+        but the code layer shared). Those of the last hour stay, as a run going on beside
+        this one may be using them; the build cache (untagged layers) stays too."""
+        listed = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                          f"reference={IMAGE_REPO}:test-*", "--filter", "until=1h").stdout
+        old = [n for n in listed.split() if n.startswith(f"{IMAGE_REPO}:test-") and n != keep]
+        if old:
+            # An image a container still uses is refused, and kept: that is fine.
+            self.run("rmi", *old, check=False)
 
     def remove(self, names: Sequence[str]) -> None:
         if names:
