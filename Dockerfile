@@ -32,14 +32,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=8080
 
 # A fixed UID, so that file ownership and policies (runAsUser, volume permissions) can name
-# it. -l: no lastlog/faillog entries, which for a high UID would be a large sparse file.
+# it. --no-log-init: no lastlog/faillog entry, which for a high UID is a huge sparse file.
 RUN useradd --uid 10001 --user-group --no-log-init --create-home --home-dir /home/enqueuer \
         --shell /usr/sbin/nologin enqueuer
 
 COPY --from=build /opt/venv /opt/venv
-# The code, owned by root and only readable by the app's user: app.py, dashboard.py, pages/,
-# enqueuer_core/, .streamlit/config.toml, and whatever else the repository keeps for its
-# deployment (a workers file and its schemas land at /app/<their path in the repository>).
+# The code, owned by root (the app's user reads it, cannot change it): app.py, dashboard.py,
+# pages/, enqueuer_core/, .streamlit/config.toml, and whatever else the repository keeps for
+# its deployment (a workers file and its schemas land at /app/<their path in the repository>).
 # .dockerignore leaves out tests, tools, the emulator, caches and anything secret.
 WORKDIR /app
 COPY . .
