@@ -131,6 +131,13 @@ class Grant:
         return self.resource.rsplit("/", 1)[-1]
 
     @property
+    def api(self) -> str:
+        """The Google API that holds the resource's policy."""
+        return {"queue": "Cloud Tasks", "service_account": "the IAM API",
+                "run_service": "the Cloud Run Admin API",
+                "project": "the Resource Manager API"}[self.scope]
+
+    @property
     def what(self) -> str:
         where = {"queue": "queue", "service_account": "account", "run_service": "service",
                  "project": "project"}[self.scope]

@@ -9,17 +9,15 @@ detail names the permission). The reads run concurrently; nothing here changes a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from enqueuer_core import clients, cloud_run, iam_policies
+from enqueuer_core.calls import Got, call
 from enqueuer_core.config import Settings
-from enqueuer_core.errors import EnqueuerError
 from enqueuer_core.setup.desired import (
     AccountWant,
     DesiredState,
@@ -114,28 +112,6 @@ class SetupPlan:
                 "changes": [c.to_dict() for c in self.changes]}
 
 
-@dataclass(frozen=True)
-class _Read:
-    """One answer: ``value``, ``missing`` (NOT_FOUND) or ``error`` (why it is unknown)."""
-
-    value: Any = None
-    missing: bool = False
-    error: str | None = None
-
-
-def _read(fn: Callable[[], T]) -> _Read:
-    try:
-        return _Read(value=fn())
-    except gexc.NotFound:
-        return _Read(missing=True)
-    except gexc.PermissionDenied as e:
-        return _Read(error=f"refused: {e.message}")
-    except gexc.GoogleAPICallError as e:
-        return _Read(error=f"{e.code.name if e.code else 'error'}: {e.message}")
-    except EnqueuerError as e:
-        return _Read(error=e.message)
-
-
 def policy_client(c: SetupClients, grant: Grant) -> Any:
     """The client whose ``get/set_iam_policy`` own the grant's resource."""
     return {"queue": c.tasks, "service_account": c.iam, "run_service": c.run,
@@ -149,20 +125,21 @@ def make_plan(settings: Settings, c: SetupClients,
     for name in workers or []:
         registry.get(name)  # UnknownService, naming the valid ones
     location = f"projects/{settings.project_id}/locations/{settings.tasks_region}"
-    listed = _read(lambda: cloud_run.list_services(c.run, location, CALL_TIMEOUT_S))
+    listed = call("the Cloud Run Admin API",
+                  lambda: cloud_run.list_services(c.run, location, CALL_TIMEOUT_S))
     found: dict[str, str | None] = {}
     for spec in registry:
         svc = cloud_run.service_for(listed.value or [], spec.url)
         found[spec.name] = svc.name if svc is not None else None
     state = desired_state(settings, registry, found, workers)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="setup") as pool:
-        accounts = {a: pool.submit(_read, lambda a=a: c.iam.get_service_account(
+        accounts = {a: pool.submit(call, "the IAM API", lambda a=a: c.iam.get_service_account(
             name=f"projects/-/serviceAccounts/{a.email}", retry=None,
             timeout=CALL_TIMEOUT_S)) for a in state.accounts}
-        queues = {q: pool.submit(_read, lambda q=q: c.tasks.get_queue(
+        queues = {q: pool.submit(call, "Cloud Tasks", lambda q=q: c.tasks.get_queue(
             name=q.path, retry=None, timeout=CALL_TIMEOUT_S)) for q in state.queues}
         resources = {g.resource: g for g in state.grants}
-        policies = {r: pool.submit(_read, lambda g=g: policy_client(c, g).get_iam_policy(
+        policies = {r: pool.submit(call, g.api, lambda g=g: policy_client(c, g).get_iam_policy(
             request=iam_policies.policy_request(g.resource), retry=None, timeout=CALL_TIMEOUT_S))
             for r, g in resources.items()}
         changes = _compare(state, listed,
@@ -172,19 +149,19 @@ def make_plan(settings: Settings, c: SetupClients,
     return SetupPlan(c.principal, settings.project_id or "", state.workers, changes)
 
 
-def _compare(state: DesiredState, listed: _Read, accounts: dict[AccountWant, _Read],
-             queues: dict[QueueWant, _Read], policies: dict[str, _Read]) -> list[Change]:
+def _compare(state: DesiredState, listed: Got, accounts: dict[AccountWant, Got],
+             queues: dict[QueueWant, Got], policies: dict[str, Got]) -> list[Change]:
     out: list[Change] = []
     for a, got in accounts.items():
         if got.error:
             out.append(Change("unknown", "account", a.what, a.gcloud(), got.error, a))
         else:
-            out.append(Change("create" if got.missing else "kept", "account", a.what,
+            out.append(Change("create" if got.missing is not None else "kept", "account", a.what,
                               a.gcloud(), "", a))
     for q, got in queues.items():
         if got.error:
             out.append(Change("unknown", "queue", q.what, q.gcloud(), got.error, q))
-        elif got.missing:
+        elif got.missing is not None:
             out.append(Change("create", "queue", q.what, q.gcloud(), "", q))
         else:
             differs = queue_differences(q, got.value)
@@ -198,7 +175,7 @@ def _compare(state: DesiredState, listed: _Read, accounts: dict[AccountWant, _Re
         got = policies[g.resource]
         if got.error:
             out.append(Change("unknown", "binding", g.what, g.gcloud(), got.error, g))
-        elif got.missing or g.role not in iam_policies.roles_of(got.value, g.member):
+        elif got.missing is not None or g.role not in iam_policies.roles_of(got.value, g.member):
             # A resource still to create has no policy yet: its bindings are to add.
             out.append(Change("add", "binding", g.what, g.gcloud(), "", g))
         else:

@@ -1,0 +1,83 @@
+"""Diagnostics: can every worker be reached? Each check says what it saw and the exact fix.
+
+Per worker, in display order (``CHECKS``): the configuration (caller account, URL scheme,
+audience, deadline); Cloud Run through its Admin v2 API (the service behind the URL, the
+audiences it accepts, its ingress, its request timeout); IAM (``roles/run.invoker`` for the
+caller account on the service, ``iam.serviceAccounts.actAs`` on the caller account and
+``cloudtasks.tasks.create`` on the queue for the principal running the enqueuer); the queue
+(exists, RUNNING) and the last-attempt codes of the tasks in it.
+
+The Google calls run concurrently. An API that is unreachable or refuses makes the checks that
+need it ``unknown`` with the reason; a check that needs a failed one is ``unknown`` with
+``needs: <check>``. Nothing here raises for what it finds.
+
+What the APIs cannot show: grants on the project (or folder) are not part of a service's
+policy, so ``invoker`` may fail while a project-level ``roles/run.invoker`` lets the caller
+in (the evidence says so). ``TestIamPermissions`` answers for whoever calls it: run the
+diagnostics with the enqueuer's credentials for ``act_as`` and ``create_tasks`` to speak for
+the enqueuer. Reading Cloud Run needs ``roles/run.viewer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from enqueuer_core import clients
+from enqueuer_core.calls import Got
+from enqueuer_core.config import LOCAL_PRINCIPAL, Settings
+from enqueuer_core.diagnose.checks import CHECKS, RUNNERS, TITLES
+from enqueuer_core.diagnose.gather import Diagnosis
+from enqueuer_core.diagnose.result import CheckResult, Status, worst
+from enqueuer_core.errors import EnqueuerError
+from enqueuer_core.workers import load_registry
+
+__all__ = ["CHECKS", "TITLES", "CheckResult", "Status", "diagnose", "worst"]
+
+
+def _build(factory: Callable[[Settings], Any], settings: Settings, what: str) -> Any:
+    try:
+        return factory(settings)
+    except EnqueuerError as e:
+        return Got(error=f"{what}: {e.message}")
+
+
+def diagnose(settings: Settings, workers: list[str] | None = None, *, tasks_client: Any = None,
+             run_client: Any = None, iam_client: Any = None, projects_client: Any = None,
+             enqueuers: list[str] | None = None,
+             timeout_s: float = 10.0) -> list[CheckResult]:
+    """Every check for each worker (all of them, or those named), in ``CHECKS`` order.
+
+    Clients not given are built from the settings. ``act_as`` and ``create_tasks`` speak
+    for whoever the clients call as (``TestIamPermissions``), unless ``enqueuers`` names the
+    accounts to judge (emails): then the caller account's, the queues' and the project's
+    policies are read, as ``enqueuer setup`` does when a platform engineer runs it.
+    ``UnknownService`` names the valid workers when one asked for does not exist; nothing
+    else raises.
+    """
+    registry = load_registry(settings)
+    specs = [registry.get(w) for w in workers] if workers else list(registry)
+    tasks = tasks_client or _build(clients.tasks_client, settings, "Cloud Tasks")
+    run = run_client or _build(clients.run_client, settings, "the Cloud Run Admin API")
+    iam = iam_client or _build(clients.iam_client, settings, "the IAM API")
+    principal = None if isinstance(tasks, Got) else clients.principal(tasks)
+    if principal is None and settings.on_emulator:
+        principal = LOCAL_PRINCIPAL
+    projects = None
+    if enqueuers:
+        projects = projects_client or _build(clients.projects_client, settings,
+                                             "the Resource Manager API")
+    d = Diagnosis(settings, specs, tasks, run, iam, principal, timeout_s, projects, enqueuers)
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="diagnose") as pool:
+        d.fetch(pool)
+    results = []
+    for spec in specs:
+        for check, title in CHECKS:
+            try:
+                status, evidence, fix = RUNNERS[check](d, spec)
+            except Exception as e:
+                status, evidence, fix = "unknown", f"{type(e).__name__}: {e}", None
+            results.append(CheckResult(spec.name, check, title, status, evidence,
+                                       None if status == "pass" else fix))
+    return results
