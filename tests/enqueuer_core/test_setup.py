@@ -92,7 +92,11 @@ def start(tmp_path: Path, operator_roles: tuple[str, ...] = OPERATOR_ROLES,
     channel = grpc.intercept_channel(grpc.insecure_channel(em.target),
                                      clients.ActingAs(LOCAL_OPERATOR))
     run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel))
-    urls = {s.name.rsplit("/", 1)[1]: s.uri for s in run.list_services(parent=LOCATION)}
+    try:
+        urls = {s.name.rsplit("/", 1)[1]: s.uri for s in run.list_services(parent=LOCATION)}
+    except BaseException:
+        em.stop()  # the caller never gets it to stop
+        raise
     env = {"CLOUD_TASKS_EMULATOR_HOST": em.target, "PROJECT_ID": PROJECT,
            "TASKS_REGION": REGION, "CALLER_SA": CALLER, "API_SA": API_SA,
            "DASHBOARD_SA": DASHBOARD_SA}
