@@ -5,6 +5,8 @@ is run by bash with a recording `gcloud` on PATH to see what each call really re
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -155,3 +157,15 @@ def test_the_cli_prints_the_script_and_refuses_bad_members(tmp_path):
                          text=True, env=env, cwd=ROOT, timeout=60)
     assert bad.returncode == 2
     assert "is not an IAM member" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_readmes_gcloud_lines_are_real_commands():
+    blocks = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S)
+    commands = []
+    for line in "\n".join(blocks).splitlines():
+        commands += re.findall(r"\$\((gcloud [^)]*)\)", line)
+        if line.startswith("gcloud "):
+            commands.append(" ".join(shlex.split(line, comments=True)))
+    assert len(commands) >= 3  # the production steps and the client's token
+    for command in commands:
+        check_command(command)
