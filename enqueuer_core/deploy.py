@@ -12,9 +12,11 @@ first deploy.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import textwrap
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +136,8 @@ def process_env(settings: Settings, workers_file: str | None) -> dict[str, str]:
 
 
 def image_path(workers_file: Path | None, root: Path) -> str | None:
-    """Where the workers file is inside the image: the image holds the build context."""
+    """Where the workers file is inside the image: the image holds the build context, less
+    what ``.dockerignore`` leaves out."""
     if workers_file is None:
         return None
     try:
@@ -144,7 +147,46 @@ def image_path(workers_file: Path | None, root: Path) -> str | None:
             f"WORKERS_FILE={workers_file} is outside the repository ({root}), so the image "
             "would not hold it: move it (and its schema files) into the repository"
         ) from None
+    # The schema files it names travel with it, relative to its folder.
+    data = tomllib.loads(workers_file.read_text())
+    schemas = [posixpath.normpath((inside.parent / w["schema_file"]).as_posix())
+               for w in (data.get("workers") or {}).values()
+               if isinstance(w, dict) and w.get("schema_file")]
+    for path in [inside.as_posix(), *schemas]:
+        if path.startswith("../"):
+            raise ConfigError(f"the schema file {path} of WORKERS_FILE={workers_file} is "
+                              "outside the repository, so the image would not hold it")
+        pattern = docker_ignored(path, root / ".dockerignore")
+        if pattern:
+            raise ConfigError(
+                f"{path} (WORKERS_FILE={workers_file}) is left out of the image by the line "
+                f"{pattern!r} of .dockerignore: keep the workers file and its schemas "
+                "elsewhere in the repository, e.g. in deploy/")
     return f"{APP_DIR}/{inside.as_posix()}"
+
+
+def docker_ignored(path: str, dockerignore: Path) -> str | None:
+    """The ``.dockerignore`` line that leaves ``path`` (relative, posix) out, if one does.
+
+    Docker's rules: a pattern matches the path or one of its parent folders; ``**`` matches
+    any number of folders; the last matching line wins, ``!`` bringing a path back.
+    """
+    if not dockerignore.is_file():
+        return None
+    parts = path.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    verdict = None
+    for raw in dockerignore.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        if any(re.fullmatch(regex, c) for c in candidates):
+            verdict = None if keep else line
+    return verdict
 
 
 _MEMBER = re.compile(r"^(user|serviceAccount|group|domain):[^\s:]+$")

@@ -128,12 +128,27 @@ def test_with_no_callers_the_grants_are_examples_left_commented_out(settings, tm
 
 
 def test_a_workers_file_in_the_repository_is_found_in_the_image(settings, tmp_path):
-    inside = ROOT / "dev" / "emulator.toml"  # any file of the repository
-    s = load_settings(**GOOGLE, workers_file=str(inside))
-    assert "WORKERS_FILE=/app/dev/emulator.toml" in deploy_plan(s, ROOT).script()
+    repo = tmp_path / "repo"
+    (repo / "deploy" / "schemas").mkdir(parents=True)
+    (repo / "dev").mkdir()
+    (repo / ".dockerignore").write_text((ROOT / ".dockerignore").read_text())
+    workers = repo / "deploy" / "workers.toml"
+    workers.write_text('[workers.brain]\nschema_file = "schemas/brain.json"\n')
+    (repo / "deploy" / "schemas" / "brain.json").write_text('{"type": "object"}')
+    s = load_settings(**GOOGLE, workers_file=str(workers))
+    assert "WORKERS_FILE=/app/deploy/workers.toml" in deploy_plan(s, repo).script()
+
     outside = load_settings(**GOOGLE, workers_file=str(tmp_path / "workers.toml"))
     with pytest.raises(ConfigError, match="outside the repository"):
-        deploy_plan(outside, ROOT)
+        deploy_plan(outside, repo)
+    # Where .dockerignore leaves it out (dev/ is not in the image), deploy says so.
+    left_out = repo / "dev" / "workers.toml"
+    left_out.write_text("")
+    with pytest.raises(ConfigError, match=r"left out of the image by the line 'dev'"):
+        deploy_plan(load_settings(**GOOGLE, workers_file=str(left_out)), repo)
+    workers.write_text('[workers.brain]\nschema_file = "../tests/brain.json"\n')
+    with pytest.raises(ConfigError, match=r"tests/brain\.json .* line 'tests'"):
+        deploy_plan(s, repo)
 
 
 def test_bad_input_is_refused_with_the_fix(settings, monkeypatch):
