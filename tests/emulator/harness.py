@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +88,17 @@ def start_emulator(
         proc.wait(5)
         raise RuntimeError(f"emulator did not start: {lines} {''.join(stderr)}")
     return RunningEmulator(proc, int(m["port"]), m["http"], db, stderr)
+
+
+@contextmanager
+def emulator_on_disk(folder: Path, config: str) -> Iterator[RunningEmulator]:
+    """An emulator keeping its state in ``folder`` (a test may restart one on it), stopped
+    cleanly at the end."""
+    em = start_emulator(folder, config, db=str(folder / "state.db"))
+    try:
+        yield em
+    finally:
+        assert em.stop() == 0, "".join(em.stderr)
 
 
 def queue_name(queue_id: str) -> str:

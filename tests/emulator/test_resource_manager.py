@@ -12,7 +12,12 @@ from google.cloud import resourcemanager_v3, tasks_v2
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
-from tests.emulator.harness import PARENT, PROJECT, RunningEmulator, start_emulator
+from tests.emulator.harness import (
+    PARENT,
+    PROJECT,
+    RunningEmulator,
+    emulator_on_disk,
+)
 
 ENQUEUER = f"serviceAccount:enqueuer@{PROJECT}.iam.gserviceaccount.com"  # the default caller
 OPERATOR = "user:operator@example.com"  # roles/resourcemanager.projectIamAdmin
@@ -39,10 +44,8 @@ def denied(permission: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    tmp = tmp_path_factory.mktemp("rm")
-    em = start_emulator(tmp, CONFIG, db=str(tmp / "state.db"))
-    yield em
-    assert em.stop() == 0, "".join(em.stderr)
+    with emulator_on_disk(tmp_path_factory.mktemp("rm"), CONFIG) as em:
+        yield em
 
 
 def projects_client(em: RunningEmulator) -> resourcemanager_v3.ProjectsClient:

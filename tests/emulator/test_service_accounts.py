@@ -13,7 +13,14 @@ from google.cloud import iam_admin_v1, tasks_v2
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 from google.iam.v1 import iam_policy_pb2
 
-from tests.emulator.harness import PARENT, PROJECT, RunningEmulator, http_task, start_emulator
+from tests.emulator.harness import (
+    PARENT,
+    PROJECT,
+    RunningEmulator,
+    emulator_on_disk,
+    http_task,
+    start_emulator,
+)
 
 ENQUEUER = f"enqueuer@{PROJECT}.iam.gserviceaccount.com"  # the default caller
 CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"  # configured
@@ -50,9 +57,8 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def enforcing(state: Path) -> Iterator[RunningEmulator]:
-    em = start_emulator(state, CONFIG, db=str(state / "state.db"))
-    yield em
-    assert em.stop() == 0, "".join(em.stderr)
+    with emulator_on_disk(state, CONFIG) as em:
+        yield em
 
 
 @pytest.fixture(scope="module")
