@@ -136,6 +136,9 @@ class Settings(BaseSettings):
             if "@" not in value and not lenient:
                 raise ValueError(f"{name.upper()}={value!r} must be a service account email, "
                                  f"for example {account}@PROJECT.iam.gserviceaccount.com")
+        if ":" not in self.emulator_operator:
+            raise ValueError(f"EMULATOR_OPERATOR={self.emulator_operator!r} must be an IAM "
+                             f"member, for example {LOCAL_OPERATOR}")
         for short in LOCAL_URLS:
             s = short.lower()
             url = getattr(self, f"url_{s}")

@@ -57,8 +57,9 @@ class AccountWant:
 
     @property
     def display_name(self) -> str:
-        """``enqueuer-api`` -> ``Enqueuer Api``."""
-        return " ".join(w.capitalize() for w in (self.account_id or "").split("-"))
+        """``enqueuer-api`` -> ``Enqueuer API``."""
+        return " ".join("API" if w == "api" else w.capitalize()
+                        for w in (self.account_id or "").split("-"))
 
     @property
     def what(self) -> str:

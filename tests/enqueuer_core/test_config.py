@@ -78,3 +78,17 @@ def test_on_the_emulator_nothing_is_required():
     assert s.on_emulator and s.project_id == "local-project"
     assert s.url_brain == "http://127.0.0.1:8081/process"
     assert s.aud_brain == "http://127.0.0.1:8081"
+
+
+def test_the_deployments_accounts_default_per_project_and_are_checked(monkeypatch):
+    for name in ("API_SA", "DASHBOARD_SA", "EMULATOR_OPERATOR"):
+        monkeypatch.delenv(name, raising=False)
+    s = load_settings(**GOOGLE)
+    assert s.api_sa == "enqueuer-api@acme.iam.gserviceaccount.com"
+    assert s.dashboard_sa == "enqueuer-dashboard@acme.iam.gserviceaccount.com"
+    local = load_settings(cloud_tasks_emulator_host="127.0.0.1:8123")
+    assert local.api_sa == local.dashboard_sa == "enqueuer@local-project.iam.gserviceaccount.com"
+    with pytest.raises(ConfigError, match="API_SA='enqueuer' must be a service account email"):
+        load_settings(**GOOGLE, api_sa="enqueuer")
+    with pytest.raises(ConfigError, match=r"EMULATOR_OPERATOR='ops@x\.test' must be an IAM member"):
+        load_settings(cloud_tasks_emulator_host="127.0.0.1:8123", emulator_operator="ops@x.test")
