@@ -35,6 +35,14 @@ port = 8081
 paths = ["/process"]
 timeout_s = 900
 invokers = ["serviceAccount:caller@local-project.iam.gserviceaccount.com"]
+
+[oidc]                              # the emulator as Google's sign-in (st.login, Authlib)
+users = ["alice@example.com", { email = "bob@example.com", name = "Bob Example" }]
+
+[[oidc.clients]]                    # none: any client ID and secret, any http(s) redirect
+client_id = "dashboard"
+client_secret = "dashboard-secret"
+redirect_uris = ["http://localhost:8501/oauth2callback"]
 ```
 
 Policies named here (the project's ``[iam] bindings``, a queue's or a service account's
@@ -49,9 +57,17 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emulator.names import LOCATION_PATTERN, PROJECT_PATTERN, QUEUE_ID_RE
 
@@ -140,6 +156,102 @@ class IamConfig(_Strict):
     bindings: list[BindingConfig] = []  # on the project
 
 
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
+
+
+def email_problem(email: object) -> str | None:
+    """Why ``email`` is not an address the emulator signs tokens for, or None if it is."""
+    if isinstance(email, str) and _EMAIL_RE.match(email):
+        return None
+    return (f"{email!r} is not an email address: write one \"@\" and a domain with a dot, "
+            'for example "alice@example.com"')
+
+
+def http_url_problem(url: object, what: str) -> str | None:
+    """Why ``url`` is not an absolute http(s) URL, or None if it is."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return (f"{what} {url!r} must be an absolute http:// or https:// URL, "
+                'for example "http://localhost:8501/oauth2callback"')
+    if parts.fragment or url.endswith("#"):  # type: ignore[union-attr]
+        return f"{what} {url!r} must not have a #fragment: remove it"
+    return None
+
+
+class OidcUser(_Strict):
+    """An account offered on the emulator's "Choose an account" page."""
+
+    email: str
+    name: str | None = Field(None, min_length=1, description="default: the email's local part")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, email: str) -> str:
+        if problem := email_problem(email):
+            raise ValueError(problem)
+        return email
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email.split("@", 1)[0]
+
+
+class OidcClientConfig(_Strict):
+    """An OAuth client, as registered in Google's console: only these redirect URIs work."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    redirect_uris: list[str] = Field(min_length=1)
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _redirect_uris(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            if problem := http_url_problem(uri, "redirect URI"):
+                raise ValueError(problem)
+        return uris
+
+
+class OidcConfig(_Strict):
+    """The emulator as an OpenID Connect provider. Without ``clients`` it accepts any client
+    ID and secret and any http(s) redirect URI: the permissive default for local work."""
+
+    users: list[OidcUser] = []
+    clients: list[OidcClientConfig] = []
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, users: Any) -> Any:
+        # A bare string is the short form of { email = "..." }.
+        if not isinstance(users, list):
+            return users
+        out: list[Any] = []
+        for i, entry in enumerate(users):
+            if isinstance(entry, str):
+                out.append({"email": entry})
+            elif isinstance(entry, dict):
+                out.append(entry)
+            else:
+                raise ValueError(f'entry {i} ({entry!r}) must be an email string or '
+                                 '{ email = "...", name = "..." }')
+        return out
+
+    @model_validator(mode="after")
+    def _unique(self) -> OidcConfig:
+        for what, values in (("user email", [u.email.lower() for u in self.users]),
+                             ("client_id", [c.client_id for c in self.clients])):
+            if dupes := sorted({v for v in values if values.count(v) > 1}):
+                raise ValueError(f"{what} {dupes[0]!r} is listed twice: keep one entry")
+        return self
+
+    def user(self, email: str) -> OidcUser:
+        """The configured account for ``email``, or a new one with the default name."""
+        for u in self.users:
+            if u.email.lower() == email.lower():
+                return u
+        return OidcUser(email=email)
+
+
 class EmulatorConfig(_Strict):
     project: str = Field("local-project", pattern=f"^{PROJECT_PATTERN}$")
     location: str = Field("us-central1", pattern=f"^{LOCATION_PATTERN}$")
@@ -149,6 +261,7 @@ class EmulatorConfig(_Strict):
     services: list[ServiceConfig] = []
     service_accounts: list[ServiceAccountConfig] = []
     iam: IamConfig = IamConfig()
+    oidc: OidcConfig = OidcConfig()
 
     def queue_name(self, queue_id: str) -> str:
         return f"projects/{self.project}/locations/{self.location}/queues/{queue_id}"

@@ -5,6 +5,10 @@ google-auth's signer with a key kept in the emulator's state, so tokens minted b
 restart still verify after it. The certificates are served at Google's own paths
 (``/oauth2/v1/certs``, ``/oauth2/v3/certs``), so a worker verifies a token with
 ``google.oauth2.id_token.verify_token(..., certs_url=...)`` and nothing else.
+
+Two kinds of token share the key: a service account's (``token``: what Cloud Tasks puts in a
+dispatch, ``azp`` = the account's ID) and a signed-in user's (``user_token``: what Google's
+token endpoint answers an OAuth client, ``aud`` = ``azp`` = the client ID).
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ def subject_id(email: str) -> str:
     return "1" + str(int(hashlib.sha256(email.encode()).hexdigest(), 16))[:20]
 
 
+def access_token_hash(access_token: str) -> str:
+    """OIDC Core 3.1.3.6 ``at_hash``: the left half of SHA-256, base64url, as Google sends it."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
 class Issuer:
     def __init__(self, store: Store) -> None:
         key_pem, cert_pem = store.get_meta("oidc_key"), store.get_meta("oidc_cert")
@@ -60,23 +70,30 @@ class Issuer:
         cached = self._cache.get((email, audience))
         if cached and now - cached[1] < REUSE_S:
             return cached[0]
-        iat = int(now)
         sub = subject_id(email)
-        claims = {
-            "iss": ISSUER,
-            "aud": audience,
-            "azp": sub,
-            "sub": sub,
-            "email": email,
-            "email_verified": True,
-            "iat": iat,
-            "exp": iat + TOKEN_LIFETIME_S,
-        }
-        token = jwt.encode(self._signer, claims).decode()
+        token = self._sign({"aud": audience, "azp": sub, "sub": sub, "email": email}, now)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[(email, audience)] = (token, now)
         return token
+
+    def user_token(self, email: str, client_id: str, name: str, nonce: str | None = None,
+                   access_token: str | None = None, now: float | None = None) -> str:
+        """The ID token Google's token endpoint gives OAuth client ``client_id`` for a user."""
+        claims: dict[str, Any] = {"aud": client_id, "azp": client_id, "sub": subject_id(email),
+                                  "email": email, "name": name}
+        if nonce is not None:
+            claims["nonce"] = nonce
+        if access_token is not None:
+            claims["at_hash"] = access_token_hash(access_token)
+        return self._sign(claims, time.time() if now is None else now)
+
+    def _sign(self, claims: dict[str, Any], now: float) -> str:
+        iat = int(now)
+        return jwt.encode(self._signer, {
+            "iss": ISSUER, **claims, "email_verified": True,
+            "iat": iat, "exp": iat + TOKEN_LIFETIME_S,
+        }).decode()
 
     def certs_v1(self) -> dict[str, str]:
         return {self.key_id: self._cert_pem}
@@ -104,7 +121,7 @@ class Issuer:
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "claims_supported": ["aud", "azp", "email", "email_verified", "exp", "iat", "iss",
-                                 "sub"],
+                                 "name", "nonce", "sub"],
         }
 
 

@@ -77,7 +77,7 @@ class Emulator:
         self.cloud_run.register(self.router)
         IamAdmin(self.config, self.authorizer, self.store).register(self.router)
         ResourceManager(self.config, self.authorizer, self.store).register(self.router)
-        oidc_routes(self.http_app, self.issuer)
+        oidc_routes(self.http_app, self.issuer, self.config.oidc, self.store)
         try:
             self._apply_config()
             await self._listen()

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from enqueuer_core import devstack, diagnose, inspect
 from enqueuer_core import setup as setup_
+from enqueuer_core.access import AccessPolicy, Acting
 from enqueuer_core.build import EnqueueRequest
+from enqueuer_core.clients import caller_member
 from enqueuer_core.config import Settings, load_settings
 from enqueuer_core.deploy import deploy_plan
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
@@ -68,6 +70,11 @@ def _when(value: dt.datetime | None) -> str | None:
 
 def _settings() -> Settings:
     return load_settings()
+
+
+def _acting(settings: Settings, policy: AccessPolicy) -> Acting:
+    """The CLI acts as whom it calls Google as (``EMULATOR_OPERATOR`` on the emulator)."""
+    return Acting(caller_member(settings), policy, "cli")
 
 
 def read_payload(value: str) -> Any:
@@ -127,7 +134,8 @@ def enqueue(
     """Enqueue one job for a worker."""
     with _reporting(as_json):
         request = make_request(service, read_payload(payload), schedule_in, key)
-        result = Enqueuer(_settings()).enqueue(request)
+        enqueuer = Enqueuer(_settings())
+        result = enqueuer.enqueue(request, _acting(enqueuer.settings, enqueuer.access))
     if as_json:
         _print_json(result.to_api())
     else:
@@ -310,7 +318,8 @@ def setup_command(
             raise typer.Exit(plan.exit_code)
         if not as_json:
             _render_plan(plan)
-        done = setup_.apply_plan(plan, clients) if plan.to_change else []
+        acting = _acting(settings, Enqueuer(settings).access)
+        done = setup_.apply_plan(plan, clients, acting) if plan.to_change else []
         after = setup_.make_plan(settings, clients, worker or None)
         results = diagnose.diagnose(
             settings, after.workers, tasks_client=clients.tasks, run_client=clients.run,

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import google.auth
 import google.auth.exceptions
+import google.auth.jwt
+import google.auth.transport.requests
 import grpc
 from google.cloud import iam_admin_v1, resourcemanager_v3, run_v2, tasks_v2
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
@@ -132,6 +134,33 @@ def acting_principal(settings: Settings, acting_as: str | None = None) -> str:
     if account:
         return f"user:{account}"
     return "the account of your Application Default Credentials"
+
+
+def caller_member(settings: Settings) -> str:
+    """The IAM member the CLI acts as, for Enqueuer's access config: on the emulator
+    ``EMULATOR_OPERATOR``; on Google the identity of the Application Default Credentials
+    (a service account's email, or the user's, from the ID token Google issues with them).
+    """
+    if settings.on_emulator:
+        return settings.emulator_operator
+    credentials = _credentials()
+    email = getattr(credentials, "service_account_email", None)
+    if email and "@" in email:
+        return f"serviceAccount:{email}"
+    email = getattr(credentials, "account", None)
+    if not email:
+        try:
+            credentials.refresh(google.auth.transport.requests.Request())
+            token = getattr(credentials, "id_token", None)
+            email = google.auth.jwt.decode(token, verify=False).get("email") if token else None
+        except (google.auth.exceptions.GoogleAuthError, ValueError):
+            email = None
+    if not email:
+        raise ConfigError(
+            "Cannot tell who you are from your Application Default Credentials, so Enqueuer's "
+            "access config cannot be applied: run `gcloud auth application-default login` "
+            "(its credentials carry your email), or use a service account key")
+    return f"user:{email}"
 
 
 def principal(client: Any) -> str | None:

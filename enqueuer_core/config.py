@@ -11,14 +11,22 @@
 | ``CLOUD_TASKS_EMULATOR_HOST`` | none | ``host:port``: every Google call goes to the emulator |
 | ``API_SA``, ``DASHBOARD_SA`` | ``enqueuer-api@PROJECT...``, ``enqueuer-dashboard@...`` | the |
 |  |  | accounts the API and the dashboard run as (``enqueuer setup`` grants them) |
-| ``EMULATOR_OPERATOR`` | the dev stack's operator | whom ``enqueuer setup`` acts as on the |
-|  |  | emulator (on Google: the Application Default Credentials) |
+| ``EMULATOR_OPERATOR`` | the dev stack's admin | whom ``enqueuer setup`` (and every CLI |
+|  |  | command) acts as on the emulator (on Google: the Application Default Credentials) |
+| ``API_AUTH`` | ``google`` | ``google``: callers send a Google ID token; ``none``: anonymous |
+|  |  | callers act as ``allUsers`` (the original open API, on purpose only) |
+| ``API_AUDIENCE`` | required by the API on Google | the API's URL: callers' tokens' audience |
+| ``DASHBOARD_AUTH`` | ``iap`` on Google, ``none`` | ``oidc`` (``st.login``), ``iap`` (IAP header) |
+|  | on the emulator | or ``none`` (visitors act as ``allUsers``; a red banner) |
+| ``IAP_AUDIENCE`` | required with ``iap`` | ``/projects/NUMBER/locations/REGION/services/NAME`` |
+| ``EMULATOR_HTTP_URL`` | gRPC port + 1 | the emulator's HTTP port: its token keys and login |
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, model_validator
@@ -35,7 +43,17 @@ LOCAL_CALLER_SA = "enqueuer-caller@local-project.iam.gserviceaccount.com"
 # The account the enqueuer itself runs as on the local stack (the emulator's default caller).
 LOCAL_PRINCIPAL = "enqueuer@local-project.iam.gserviceaccount.com"
 # The dev stack's platform engineer: holds the admin roles `enqueuer setup --apply` needs.
-LOCAL_OPERATOR = "user:operator@local-project.test"
+LOCAL_ADMIN = "user:admin@local-project.test"
+# Who may do what on the local stack when the workers file has no [access]: one user per role.
+LOCAL_USERS = {LOCAL_ADMIN: "admin", "user:operator@local-project.test": "operator",
+               "user:viewer@local-project.test": "viewer"}
+# The identity `enqueuer --local token` mints a token for unless told otherwise: it may enqueue.
+LOCAL_API_CALLER = "operator@local-project.test"
+LOCAL_API_AUDIENCE = "http://127.0.0.1:8080"
+GOOGLE_ID_TOKEN_CERTS = "https://www.googleapis.com/oauth2/v1/certs"
+IAP_PUBLIC_KEYS = "https://www.gstatic.com/iap/verify/public_key"
+IAP_AUDIENCE_FORMS = ("/projects/NUMBER/locations/REGION/services/NAME (IAP on Cloud Run)",
+                      "/projects/NUMBER/global/backendServices/ID (behind a load balancer)")
 LOCAL_URLS = {
     "BRAIN": "http://127.0.0.1:8081/process",
     "TESTI": "http://127.0.0.1:8082/generate-testimony",
@@ -98,7 +116,13 @@ class Settings(BaseSettings):
     # The accounts the two Cloud Run services run as; `enqueuer setup` grants them their roles.
     api_sa: str | None = None
     dashboard_sa: str | None = None
-    emulator_operator: str = LOCAL_OPERATOR
+    emulator_operator: str = LOCAL_ADMIN
+    # Who may call the API and open the dashboard (see enqueuer_core/access).
+    api_auth: Literal["google", "none"] = "google"
+    api_audience: str | None = None
+    dashboard_auth: Literal["oidc", "iap", "none"] | None = None
+    iap_audience: str | None = None
+    emulator_http_url: str | None = None
 
     @property
     def on_emulator(self) -> bool:
@@ -136,9 +160,10 @@ class Settings(BaseSettings):
             if "@" not in value and not lenient:
                 raise ValueError(f"{name.upper()}={value!r} must be a service account email, "
                                  f"for example {account}@PROJECT.iam.gserviceaccount.com")
+        self._complete_auth()
         if ":" not in self.emulator_operator:
             raise ValueError(f"EMULATOR_OPERATOR={self.emulator_operator!r} must be an IAM "
-                             f"member, for example {LOCAL_OPERATOR}")
+                             f"member, for example {LOCAL_ADMIN}")
         for short in LOCAL_URLS:
             s = short.lower()
             url = getattr(self, f"url_{s}")
@@ -152,6 +177,54 @@ class Settings(BaseSettings):
                 check_audience(f"AUD_{short}", audience)
             check_deadline(f"DEADLINE_{short}_S", getattr(self, f"deadline_{s}_s"))
         return self
+
+    def _complete_auth(self) -> None:
+        if self.on_emulator:
+            if self.emulator_http_url is None:
+                host, _, port = (self.cloud_tasks_emulator_host or "").rpartition(":")
+                # The emulator serves HTTP on the port after its gRPC one unless told otherwise.
+                self.emulator_http_url = (f"http://{host or '127.0.0.1'}:{int(port) + 1}"
+                                          if port.isdigit() else None)
+            self.api_audience = self.api_audience or LOCAL_API_AUDIENCE
+            self.dashboard_auth = self.dashboard_auth or "none"
+        else:
+            self.dashboard_auth = self.dashboard_auth or "iap"
+        if self.api_audience is not None:
+            check_url("API_AUDIENCE", self.api_audience)
+        if self.iap_audience is not None and not self.iap_audience.startswith("/projects/"):
+            raise ValueError(f"IAP_AUDIENCE={self.iap_audience!r} is not an IAP audience: "
+                             "use " + " or ".join(IAP_AUDIENCE_FORMS))
+
+    def check_api_auth(self) -> None:
+        """What the API needs to check its callers (the CLI does not): ``ConfigError``."""
+        if self.api_auth == "google" and not self.api_audience:
+            raise ConfigError(
+                "Enqueuer's settings are not usable: set API_AUDIENCE to the API's own URL "
+                "(https://enqueuer-api-...run.app; `enqueuer deploy` sets it): callers' ID "
+                "tokens must carry it as audience. API_AUTH=none instead opens the API to "
+                "anonymous callers, on purpose only")
+
+    def check_dashboard_auth(self) -> None:
+        """What the dashboard needs to know its users: ``ConfigError`` with the fix."""
+        if self.dashboard_auth == "iap" and not self.iap_audience:
+            raise ConfigError(
+                "Enqueuer's settings are not usable: set IAP_AUDIENCE to the audience IAP "
+                "signs its assertions for: " + " or ".join(IAP_AUDIENCE_FORMS)
+                + " (`enqueuer deploy` sets it), or DASHBOARD_AUTH=oidc to log in with st.login")
+
+    @property
+    def id_token_certs_url(self) -> str:
+        """Where the signing certificates of callers' ID tokens are (PEM)."""
+        if self.on_emulator and self.emulator_http_url:
+            return f"{self.emulator_http_url}/oauth2/v1/certs"
+        return GOOGLE_ID_TOKEN_CERTS
+
+    @property
+    def iap_keys_url(self) -> str:
+        """Where IAP's public keys are (PEM, by key id)."""
+        if self.on_emulator and self.emulator_http_url:
+            return f"{self.emulator_http_url}/iap/verify/public_key"
+        return IAP_PUBLIC_KEYS
 
     def queue_path(self, queue_id: str) -> str:
         return f"projects/{self.project_id}/locations/{self.tasks_region}/queues/{queue_id}"

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from enqueuer_core.config import (
+    LOCAL_ADMIN,
     LOCAL_CALLER_SA,
-    LOCAL_OPERATOR,
     LOCAL_PRINCIPAL,
     LOCAL_PROJECT,
     LOCAL_REGION,
@@ -100,7 +100,7 @@ def emulator_config(ports: DevPorts) -> str:
         return "[" + ", ".join(f'{{ role = "{r}", members = {json.dumps(m)} }}'
                                for r, m in roles.items()) + "]"
 
-    operator = [{"role": r, "members": [LOCAL_OPERATOR]} for r in (
+    operator = [{"role": r, "members": [LOCAL_ADMIN]} for r in (
         "roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
         "roles/resourcemanager.projectIamAdmin", "roles/run.admin")]
     project = [{"role": r, "members": m}

@@ -1,17 +1,23 @@
 """``Enqueuer.enqueue``: validate, build, create, and say what happened or why not.
 
-The blocking ``enqueue`` serves the CLI and scripts; ``enqueue_async`` serves the API, on
-its event loop. Both run the same steps; only the client call differs.
+The blocking ``enqueue`` serves the CLI, the dashboard and scripts; ``enqueue_async``
+serves the API, on its event loop. Both run the same steps; only the client call differs.
+Both take who is acting: the access config decides first, and one audit line records the
+outcome (``enqueuer_core.access``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from google.cloud import tasks_v2
 
+from enqueuer_core.access import AccessPolicy, Acting, Action, load_access
+from enqueuer_core.access.audit import payload_digest
 from enqueuer_core.build import BuiltTask, EnqueueRequest, build_task
 from enqueuer_core.clients import principal, tasks_async_client, tasks_client
 from enqueuer_core.config import Settings
@@ -39,14 +45,17 @@ class EnqueueResult:
 
 
 class Enqueuer:
-    """One per process: it holds the Cloud Tasks clients (gRPC channels) and the registry."""
+    """One per process: the Cloud Tasks clients (gRPC channels), the registry and the access
+    config."""
 
     def __init__(
         self, settings: Settings, client: tasks_v2.CloudTasksClient | None = None,
-        registry: Registry | None = None,
+        registry: Registry | None = None, access: AccessPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry or load_registry(settings)
+        self.access = access or load_access(
+            settings, {w.name: w.enqueuers for w in self.registry if w.enqueuers is not None})
         self._client = client
         self._async_client: tasks_v2.CloudTasksAsyncClient | None = None
 
@@ -82,26 +91,46 @@ class Enqueuer:
             schedule_time=built.schedule_time,
         )
 
-    def enqueue(self, request: EnqueueRequest, now: dt.datetime | None = None) -> EnqueueResult:
-        worker, built = self._prepare(request, now)
-        client = self.client
-        with self._translating(built, client):
-            # No automatic retry: a create whose answer was lost would come back as a
-            # duplicate. The name makes a retry by the caller safe instead.
-            created = client.create_task(
-                parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
-            )
+    @contextmanager
+    def _doing(self, request: EnqueueRequest, acting: Acting) -> Iterator[dict[str, Any]]:
+        known = self.registry.workers.get(request.service)
+        target = (self.settings.queue_path(known.queue) if known
+                  else f"unknown service {request.service!r}")
+        with acting.doing(Action.ENQUEUE, target, worker=request.service,
+                          idempotency_key=request.idempotency_key) as record:
+            yield record
+
+    @staticmethod
+    def _built(record: dict[str, Any], built: BuiltTask) -> None:
+        record["idempotency_key"] = built.idempotency_key
+        record["task"] = built.task.name
+        record["payload"] = payload_digest(tasks_v2.Task.pb(built.task).http_request.body)
+
+    def enqueue(self, request: EnqueueRequest, acting: Acting,
+                now: dt.datetime | None = None) -> EnqueueResult:
+        with self._doing(request, acting) as record:
+            worker, built = self._prepare(request, now)
+            self._built(record, built)
+            client = self.client
+            with self._translating(built, client):
+                # No automatic retry: a create whose answer was lost would come back as a
+                # duplicate. The name makes a retry by the caller safe instead.
+                created = client.create_task(
+                    parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
+                )
         return self._result(created, worker, built)
 
     async def enqueue_async(
-        self, request: EnqueueRequest, now: dt.datetime | None = None
+        self, request: EnqueueRequest, acting: Acting, now: dt.datetime | None = None
     ) -> EnqueueResult:
-        worker, built = self._prepare(request, now)
-        client = self.async_client
-        with self._translating(built, client):
-            created = await client.create_task(
-                parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
-            )
+        with self._doing(request, acting) as record:
+            worker, built = self._prepare(request, now)
+            self._built(record, built)
+            client = self.async_client
+            with self._translating(built, client):
+                created = await client.create_task(
+                    parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
+                )
         return self._result(created, worker, built)
 
     def _ready_queue(self) -> str:

@@ -13,6 +13,11 @@
     ├── verify.RequestNotVerified 401  exit 8   a worker got no valid token for its audience
     ├── verify.CallerNotAllowed   403  exit 9   a valid token, of an account not allowed
     ├── verify.CertsUnavailable   503  exit 6   Google's certificates could not be fetched
+    ├── Forbidden                 403  exit 11  Enqueuer's access config does not let this
+    │                                           principal do this: names the role needed and
+    │                                           the [access] line that would grant it
+    ├── Unauthenticated           401  exit 12  no valid identity (an API caller's ID token, a
+    │                                           dashboard user's IAP assertion): says what to send
     └── ConfigError               500  exit 2   settings refused at start-up (no client sees it)
 
 Each class carries its HTTP status (the API), its exit code (the CLI) and a stable
@@ -85,6 +90,20 @@ class Unavailable(EnqueuerError):
     http_status = 503
     exit_code = 6
     code = "unavailable"
+
+
+class Forbidden(EnqueuerError):
+    """Refused by Enqueuer itself (``enqueuer_core.access``), before Google is asked."""
+
+    http_status = 403
+    exit_code = 11
+    code = "forbidden"
+
+
+class Unauthenticated(EnqueuerError):
+    http_status = 401
+    exit_code = 12
+    code = "unauthenticated"
 
 
 class ConfigError(EnqueuerError):

@@ -16,6 +16,10 @@ an example payload and a description, without a code change::
     # The queue as `enqueuer setup` makes it (Cloud Tasks' defaults for what is not given):
     rate_limits = { max_dispatches_per_second = 5, max_concurrent_dispatches = 10 }
     retry_config = { max_attempts = 5, min_backoff_s = 1, max_backoff_s = 60, max_doublings = 3 }
+    # Only these may enqueue to it (IAM member syntax; see enqueuer_core/access):
+    enqueuers = ["serviceAccount:intake@acme.iam.gserviceaccount.com"]
+
+The file's ``[access]`` section says who may do what (``enqueuer_core.access``).
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class WorkerSpec:
     # The queue's configuration when the workers file gives it (for `enqueuer setup`).
     rate_limits: RateLimits | None = None
     retry_config: RetryConfig | None = None
+    # Who alone may enqueue to it (IAM members), when the workers file narrows it.
+    enqueuers: tuple[str, ...] | None = None
     # Built once: building a validator costs more than validating a payload.
     _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
 
@@ -129,6 +135,7 @@ class _WorkerEntry(BaseModel):
     example: dict[str, Any] | None = None
     rate_limits: RateLimits | None = None
     retry_config: RetryConfig | None = None
+    enqueuers: list[str] | None = None
 
     def __init__(self, **data: Any) -> None:
         if "schema" in data:
@@ -229,6 +236,7 @@ def _spec(name: str, e: _WorkerEntry, base: WorkerSpec | None, folder: Path,
         payload_schema=schema, example=e.example or (base.example if base else None),
         rate_limits=e.rate_limits or (base.rate_limits if base else None),
         retry_config=e.retry_config or (base.retry_config if base else None),
+        enqueuers=tuple(e.enqueuers) if e.enqueuers is not None else None,
     )
     if spec.example is not None:
         try:

@@ -20,6 +20,7 @@ from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from enqueuer_core import iam_policies
+from enqueuer_core.access import Acting, Action
 from enqueuer_core.errors import EnqueuerError, PermissionDenied, permissions_named
 from enqueuer_core.setup.desired import AccountWant, Grant, QueueWant
 from enqueuer_core.setup.plan import CALL_TIMEOUT_S, Change, SetupClients, SetupPlan, policy_client
@@ -56,23 +57,30 @@ class _Step:
     action: str = field(default="")
 
 
-def apply_plan(plan: SetupPlan, c: SetupClients) -> list[Change]:
+def apply_plan(plan: SetupPlan, c: SetupClients, acting: Acting) -> list[Change]:
     """Apply every change setup can make; the changes applied, in order.
 
-    ``missing`` items (a worker's Cloud Run service) are left: they are not setup's to make.
-    ``SetupRefused`` stops at the first refusal, naming the permission and the role.
+    Only an admin of Enqueuer's access config may (``Forbidden`` otherwise, before any
+    change); one audit line records what was applied. ``missing`` items (a worker's Cloud
+    Run service) are left: they are not setup's to make. ``SetupRefused`` stops at the first
+    refusal, naming the permission and the role.
     """
     done: list[Change] = []
-    for step in _steps(plan, c):
+    with acting.doing(Action.SETUP, f"projects/{plan.project}",
+                      planned=len(plan.to_change)) as record:
         try:
-            step.run()
-        except gexc.PermissionDenied as e:
-            raise _refused(plan, step, e.message, done) from None
-        except gexc.GoogleAPICallError as e:
-            raise EnqueuerError(
-                f"{step.action} failed: {e.code.name if e.code else 'error'}: {e.message}. "
-                + _so_far(done)) from None
-        done.extend(step.changes)
+            for step in _steps(plan, c):
+                try:
+                    step.run()
+                except gexc.PermissionDenied as e:
+                    raise _refused(plan, step, e.message, done) from None
+                except gexc.GoogleAPICallError as e:
+                    raise EnqueuerError(
+                        f"{step.action} failed: {e.code.name if e.code else 'error'}: "
+                        f"{e.message}. " + _so_far(done)) from None
+                done.extend(step.changes)
+        finally:
+            record["applied"] = [f"{ch.status} {ch.what}" for ch in done]
     return done
 
 

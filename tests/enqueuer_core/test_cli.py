@@ -104,7 +104,12 @@ def test_the_same_key_twice_is_a_duplicate(stack):
     stack.run(*args, check=0)
     again = stack.run(*args, "--json", check=3)
     assert json.loads(again.stdout)["error"]["code"] == "duplicate"
-    assert again.stderr.startswith("error: ") and "idempotency key" in again.stderr
+    *audit, message = again.stderr.splitlines()
+    assert message.startswith("error: ") and "idempotency key" in message
+    # The refused change is on record (stderr: stdout is the command's answer).
+    line = json.loads(audit[-1])["audit"]
+    assert (line["action"], line["outcome"], line["error_code"], line["via"]) == (
+        "enqueue", "failed", "duplicate", "cli")
 
 
 def test_bad_input_exits_2_saying_what_to_change(stack, tmp_path):

@@ -15,9 +15,10 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2
 from enqueuer_core import clients
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import LOCAL_CALLER_SA, LOCAL_PRINCIPAL, load_settings
-from enqueuer_core.devstack import LOCAL_OPERATOR
+from enqueuer_core.devstack import LOCAL_ADMIN
 from enqueuer_core.diagnose import CHECKS, CheckResult, diagnose, worst
 from enqueuer_core.enqueue import Enqueuer
+from tests.acting import as_admin
 from tests.emulator.harness import start_emulator, wait_until
 from tests.enqueuer_core.test_devstack import ENQUEUER, start_dev, stop_dev
 
@@ -25,7 +26,7 @@ PROJECT, REGION = "local-project", "us-central1"
 BRAIN_SERVICE = f"projects/{PROJECT}/locations/{REGION}/services/brain"
 CALLER_RESOURCE = f"projects/-/serviceAccounts/{LOCAL_CALLER_SA}"
 # Someone allowed to change Cloud Run policies, to break and repair the stack.
-OPERATOR = LOCAL_OPERATOR
+OPERATOR = LOCAL_ADMIN
 AS_OPERATOR = [("x-emulator-principal", OPERATOR)]
 BRAIN_JOB = {f: "doc" for f in ("system_instructions_doc_id", "base_prompt_doc_id",
                                 "input_doc_id", "output_doc_id")}
@@ -235,7 +236,7 @@ def test_queue_failures_name_the_audience_problem(stack, settings):
     wrong = load_settings(**{**stack["base"], "aud_brain": "http://127.0.0.1:1"})
     enqueuer = Enqueuer(wrong)
     for _ in range(3):
-        enqueuer.enqueue(EnqueueRequest(service="brain", payload=BRAIN_JOB))
+        enqueuer.enqueue(EnqueueRequest(service="brain", payload=BRAIN_JOB), as_admin())
     tasks = clients.tasks_client(settings)
     queue = settings.queue_path("queue-brain")
     try:

@@ -22,6 +22,7 @@ from enqueuer_core.errors import (
     UnknownService,
 )
 from enqueuer_core.workers import load_registry
+from tests.acting import as_admin
 from tests.emulator.harness import PARENT, PROJECT
 
 CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"
@@ -48,7 +49,7 @@ def enqueuer(emulator, receiver):
 
 def test_enqueue_reaches_the_worker_signed(emulator, enqueuer, receiver):
     result = enqueuer.enqueue(EnqueueRequest(service="brain", payload=BRAIN,
-                                             idempotency_key="job 1/ñ"))
+                                             idempotency_key="job 1/ñ"), as_admin())
     assert result.queue == enqueuer.settings.queue_brain and result.deadline_s == 700
     assert result.task.startswith(enqueuer.settings.queue_path(result.queue) + "/tasks/")
     (got,) = receiver.at("/process")
@@ -64,18 +65,18 @@ def test_enqueue_reaches_the_worker_signed(emulator, enqueuer, receiver):
 
 def test_same_key_is_a_duplicate_live_and_after_it_ran(enqueuer, receiver):
     req = EnqueueRequest(service="testimonios", payload={"a": 1}, idempotency_key="k")
-    first = enqueuer.enqueue(req)
+    first = enqueuer.enqueue(req, as_admin())
     with pytest.raises(DuplicateTask, match=r"already queued|existed recently") as e:
-        enqueuer.enqueue(req)
+        enqueuer.enqueue(req, as_admin())
     assert first.task in e.value.message
     receiver.at("/generate-testimony")
     with pytest.raises(DuplicateTask):
-        enqueuer.enqueue(req)
+        enqueuer.enqueue(req, as_admin())
 
 
 def test_without_a_key_a_uuid_names_the_task(enqueuer, receiver):
-    a = enqueuer.enqueue(EnqueueRequest(service="transcripciones", payload={}))
-    b = enqueuer.enqueue(EnqueueRequest(service="transcripciones", payload={}))
+    a = enqueuer.enqueue(EnqueueRequest(service="transcripciones", payload={}), as_admin())
+    b = enqueuer.enqueue(EnqueueRequest(service="transcripciones", payload={}), as_admin())
     assert a.idempotency_key != b.idempotency_key and len(a.idempotency_key) == 36
     got = receiver.at("/api/transcribe", 2)
     assert {r.header("X-Idempotency-Key") for r in got} == {a.idempotency_key,
@@ -85,7 +86,7 @@ def test_without_a_key_a_uuid_names_the_task(enqueuer, receiver):
 def test_schedule_in_s_delays_the_dispatch(enqueuer, receiver):
     before = dt.datetime.now(dt.UTC)
     result = enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={},
-                                             schedule_in_s=1.5))
+                                             schedule_in_s=1.5), as_admin())
     assert result.schedule_time >= before + dt.timedelta(seconds=1.5)
     (got,) = receiver.at("/generate-testimony", timeout=10)
     assert got.at >= result.schedule_time.timestamp() - 0.01
@@ -93,9 +94,10 @@ def test_schedule_in_s_delays_the_dispatch(enqueuer, receiver):
 
 def test_unknown_service_and_oversized_payload_call_nothing(enqueuer, emulator):
     with pytest.raises(UnknownService):
-        enqueuer.enqueue(EnqueueRequest(service="nope", payload={}))
+        enqueuer.enqueue(EnqueueRequest(service="nope", payload={}), as_admin())
     with pytest.raises(PayloadTooLarge, match="1,048,569"):
-        enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={"x": "a" * 1_100_000}))
+        enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={"x": "a" * 1_100_000}),
+                         as_admin())
     queue = enqueuer.settings.queue_path(enqueuer.settings.queue_testi)
     assert list(emulator.client().list_tasks(parent=queue)) == []
 
@@ -104,14 +106,14 @@ def test_missing_queue_says_how_to_create_it(emulator, receiver):
     settings = load_settings(cloud_tasks_emulator_host=emulator.target, project_id=PROJECT,
                              queue_brain="never-made")
     with pytest.raises(QueueNotFound, match="gcloud tasks queues create never-made"):
-        Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN))
+        Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN), as_admin())
 
 
 def test_unreachable_cloud_tasks_is_unavailable():
     settings = load_settings(cloud_tasks_emulator_host="127.0.0.1:9")
     enqueuer = Enqueuer(settings)
     with pytest.raises(Unavailable, match="Nothing was enqueued"):
-        enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={}))
+        enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={}), as_admin())
     with pytest.raises(Unavailable):
         enqueuer.check_reachable()
 

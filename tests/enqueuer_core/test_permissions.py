@@ -17,6 +17,7 @@ from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import Settings, load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import PermissionDenied
+from tests.acting import as_admin
 from tests.emulator.harness import PARENT, PROJECT, RunningEmulator, start_emulator
 from tests.serving import serving
 
@@ -79,7 +80,7 @@ def assert_names_the_fix(message: str) -> None:
 
 def test_the_library_names_the_missing_act_as_and_the_fix(enforcing, settings):
     with pytest.raises(PermissionDenied) as e:
-        Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN))
+        Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN), as_admin())
     assert e.value.http_status == 403 and e.value.code == "permission_denied"
     assert_names_the_fix(e.value.message)
     assert queued(enforcing) == []
@@ -109,7 +110,8 @@ def test_once_granted_the_same_job_is_enqueued(enforcing, settings):
                                metadata=AS_OPERATOR)
     created: list[str] = []
     try:
-        result = Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN))
+        result = Enqueuer(settings).enqueue(EnqueueRequest(service="brain", payload=BRAIN),
+                                            as_admin())
         created.append(result.task)
         assert queued(enforcing) == [result.task]
     finally:  # as it was: the other tests expect no binding and an empty queue

@@ -24,6 +24,7 @@ from enqueuer_core.preview import (
     pinned_request,
     preview_task,
 )
+from tests.acting import as_admin
 from tests.emulator.harness import PARENT, PROJECT
 from tests.serving import serving
 
@@ -84,7 +85,7 @@ def test_preview_is_the_task_enqueue_creates(enqueuer):
     assert json.loads(preview.body) == NASTY
     assert preview.schedule_time == now + dt.timedelta(hours=1)
 
-    result = enqueuer.enqueue(pinned_request(request, preview), now=now)
+    result = enqueuer.enqueue(pinned_request(request, preview), as_admin(), now=now)
     assert result.task == preview.task_name
     task = created(enqueuer, result.task)
     assert_matches(preview, task)
@@ -98,7 +99,7 @@ def test_preview_without_a_key_makes_one_the_enqueue_then_uses(enqueuer):
     assert len(first.idempotency_key) == 36 and first.schedule_time is None
     assert first.headers["X-Idempotency-Key"] == first.idempotency_key
 
-    result = enqueuer.enqueue(pinned_request(request, first))
+    result = enqueuer.enqueue(pinned_request(request, first), as_admin())
     assert result.idempotency_key == first.idempotency_key
     task = created(enqueuer, result.task)
     assert_matches(first, task)

@@ -20,9 +20,10 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 
 from enqueuer_core import clients, iam_policies
 from enqueuer_core.build import EnqueueRequest
-from enqueuer_core.config import LOCAL_OPERATOR, load_settings
+from enqueuer_core.config import LOCAL_ADMIN, load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.setup import SetupClients, apply_plan, make_plan
+from tests.acting import as_admin
 from tests.emulator.harness import start_emulator, wait_until
 from tests.enqueuer_core.test_cli import clean_env
 from tests.enqueuer_core.test_devstack import ENQUEUER, start_dev, stop_dev
@@ -43,7 +44,7 @@ OPERATOR_ROLES = ("roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
 
 def emulator_config(operator_roles: tuple[str, ...] = OPERATOR_ROLES) -> str:
     """Nothing granted to the enqueuer's accounts, and queue-transcripciones missing."""
-    bindings = "\n".join(f'[[iam.bindings]]\nrole = "{r}"\nmembers = ["{LOCAL_OPERATOR}"]\n'
+    bindings = "\n".join(f'[[iam.bindings]]\nrole = "{r}"\nmembers = ["{LOCAL_ADMIN}"]\n'
                          for r in operator_roles)
     services = "\n".join(f'[[services]]\nname = "{w}"\nport = 0\npaths = ["{p}"]\n'
                          f"timeout_s = 900\n" for w, (_, p) in WORKERS.items())
@@ -82,7 +83,7 @@ class SetupStack:
 
     def as_operator(self, client_cls, transport_cls):
         channel = grpc.intercept_channel(grpc.insecure_channel(self.target),
-                                         clients.ActingAs(LOCAL_OPERATOR))
+                                         clients.ActingAs(LOCAL_ADMIN))
         return client_cls(transport=transport_cls(channel=channel))
 
 
@@ -90,7 +91,7 @@ def start(tmp_path: Path, operator_roles: tuple[str, ...] = OPERATOR_ROLES,
           workers_file: str = ""):
     em = start_emulator(tmp_path, emulator_config(operator_roles), project=PROJECT)
     channel = grpc.intercept_channel(grpc.insecure_channel(em.target),
-                                     clients.ActingAs(LOCAL_OPERATOR))
+                                     clients.ActingAs(LOCAL_ADMIN))
     run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel))
     try:
         urls = {s.name.rsplit("/", 1)[1]: s.uri for s in run.list_services(parent=LOCATION)}
@@ -126,7 +127,7 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
     planned = stack.enqueuer("setup", "--json")
     assert planned.returncode == 10, planned.stderr
     plan = json.loads(planned.stdout)
-    assert plan["principal"] == LOCAL_OPERATOR
+    assert plan["principal"] == LOCAL_ADMIN
     todo = {(c["status"], c["kind"], c.get("resource", "").rsplit("/", 1)[-1], c.get("role"),
              c.get("member")) for c in plan["changes"] if c["status"] != "kept"}
     api, dash = f"serviceAccount:{API_SA}", f"serviceAccount:{DASHBOARD_SA}"
@@ -150,7 +151,7 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
     # The human form: each change with its gcloud equivalent, and who it acts as.
     shown = stack.enqueuer("setup")
     assert shown.returncode == 10
-    assert f"acting as {LOCAL_OPERATOR}" in shown.stdout
+    assert f"acting as {LOCAL_ADMIN}" in shown.stdout
     assert ("$ gcloud tasks queues create queue-transcripciones --location=us-central1 "
             f"--project={PROJECT}") in shown.stdout
     assert (f"$ gcloud run services add-iam-policy-binding brain --region={REGION} "
@@ -175,7 +176,7 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
     settings = stack.settings()
     tasks = clients.tasks_client(settings, f"serviceAccount:{API_SA}")
     result = Enqueuer(settings, client=tasks).enqueue(
-        EnqueueRequest(service="brain", payload=BRAIN_JOB))
+        EnqueueRequest(service="brain", payload=BRAIN_JOB), as_admin())
     brain = settings.url_brain.rsplit("/", 1)[0]
 
     def delivered():
@@ -189,7 +190,7 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
     # The dashboard's account enqueues too (roles/cloudtasks.editor on the queue).
     dashboard = clients.tasks_client(settings, f"serviceAccount:{DASHBOARD_SA}")
     Enqueuer(settings, client=dashboard).enqueue(
-        EnqueueRequest(service="testimonios", payload={}, schedule_in_s=3600))
+        EnqueueRequest(service="testimonios", payload={}, schedule_in_s=3600), as_admin())
 
 
 def test_what_others_granted_survives_and_a_concurrent_change_is_retried(stack):
@@ -222,9 +223,9 @@ def test_what_others_granted_survives_and_a_concurrent_change_is_retried(stack):
     settings = stack.settings()
     c = SetupClients.build(settings)
     channel = grpc.intercept_channel(grpc.insecure_channel(stack.target), racer,
-                                     clients.ActingAs(LOCAL_OPERATOR))
+                                     clients.ActingAs(LOCAL_ADMIN))
     c.tasks = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
-    apply_plan(make_plan(settings, c), c)
+    apply_plan(make_plan(settings, c), c, as_admin())
 
     assert racer.writes[0] == grpc.StatusCode.ABORTED  # the etag no longer matched
     assert racer.writes[-1] == grpc.StatusCode.OK and len(racer.writes) == 2
@@ -247,7 +248,7 @@ def test_a_refusal_names_the_permission_and_what_was_done(tmp_path):
         assert refused.returncode == 4, refused.stdout + refused.stderr
         error = refused.stderr
         assert "run.services.setIamPolicy" in error and "roles/run.admin" in error
-        assert f"Google refused {LOCAL_OPERATOR}" in error
+        assert f"Google refused {LOCAL_ADMIN}" in error
         assert "Done so far: create service account" in error
         assert "add roles/cloudtasks.enqueuer" in error
 
@@ -318,7 +319,7 @@ def test_the_dev_stack_is_what_setup_makes(tmp_path):
         shown = subprocess.run([ENQUEUER, "--local", "setup"], capture_output=True, text=True,
                                timeout=60, env=env)
         assert shown.returncode == 0, shown.stdout + shown.stderr
-        assert f"acting as {LOCAL_OPERATOR}" in shown.stdout
+        assert f"acting as {LOCAL_ADMIN}" in shown.stdout
         assert "Nothing to change." in shown.stdout and "UNKNOWN" not in shown.stdout
         applied = subprocess.run([ENQUEUER, "--local", "setup", "--apply"],
                                  capture_output=True, text=True, timeout=60, env=env)
