@@ -1,8 +1,10 @@
 """``enqueuer dev``: the whole product on one machine, with no Google account.
 
 It starts the emulator (Cloud Tasks, the three workers as Cloud Run services behind their
-front door, IAM with the bindings a correct setup has), then the API and the dashboard
-(when there is one) pointed at it; waits until each answers; prints where everything is;
+front door, IAM with the bindings a correct setup has, and the identity provider the local
+users log in with), then the API (callers send an ID token from the emulator's issuer) and
+the dashboard (users log in with ``st.login`` against the emulator) pointed at it; waits
+until each answers; prints where everything is;
 and on Ctrl-C or SIGTERM stops every process it started. State (tasks, keys) persists in a
 folder across runs. The settings it gives the API are kept in that folder as a profile,
 which ``enqueuer --local ...`` reads, so every other command talks to the same stack.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,12 +27,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from enqueuer_core.access import load_access
 from enqueuer_core.config import (
     LOCAL_ADMIN,
     LOCAL_CALLER_SA,
     LOCAL_PRINCIPAL,
     LOCAL_PROJECT,
     LOCAL_REGION,
+    LOCAL_USERS,
     load_settings,
 )
 from enqueuer_core.errors import ConfigError
@@ -46,6 +51,9 @@ WORKERS = {
 }
 QUEUES = {"brain": "queue-brain", "testimonios": "queue-testimonios",
           "transcripciones": "queue-transcripciones"}
+# The dashboard's OAuth client at the emulator's identity provider.
+DASHBOARD_CLIENT_ID = "enqueuer-dashboard"
+DASHBOARD_CLIENT_SECRET = "local-dashboard-secret"  # a local stand-in: no Google account
 _READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,\s]+)")
 _SERVICE = re.compile(r"\b(?P<name>[a-z][-a-z0-9]*)=(?P<url>http://[^\s,]+)")
 START_TIMEOUT_S = 60.0
@@ -127,13 +135,50 @@ def emulator_config(ports: DevPorts) -> str:
         lines += ["", "[[services]]", f'name = "{worker}"', f"port = {ports.workers[worker]}",
                   f'paths = ["{path}"]', f"timeout_s = {timeout}",
                   f"invokers = {json.dumps(invokers)}"]
+    # Who can log in: the users of the access config, each shown with their role.
+    policy = load_access(settings)
+    users = [f'{{ email = "{m.split(":", 1)[1]}", name = "Local {role.label}" }}'
+             for m, role in policy.grants.items() if m.startswith("user:")]
+    lines += ["", "[oidc]", f"users = [{', '.join(users)}]", "", "[[oidc.clients]]",
+              f'client_id = "{DASHBOARD_CLIENT_ID}"',
+              f'client_secret = "{DASHBOARD_CLIENT_SECRET}"',
+              f'redirect_uris = ["{dashboard_url(ports)}/oauth2callback"]']
     return "\n".join(lines) + "\n"
 
 
-def api_environment(grpc_target: str, services: dict[str, str]) -> dict[str, str]:
+def dashboard_url(ports: DevPorts) -> str:
+    # 127.0.0.1, never localhost: the login's redirect must come back to the very origin the
+    # browser is on, and the two are different origins to it.
+    return f"http://127.0.0.1:{ports.dashboard}"
+
+
+def dashboard_secrets(state: Path, emulator_http: str, url: str) -> Path:
+    """The dashboard's ``[auth]`` for ``st.login`` against the emulator's identity provider.
+
+    The cookie secret is kept in the state folder, so a restart does not log everyone out.
+    """
+    keep = state / "cookie-secret"
+    if not keep.is_file():
+        keep.write_text(secrets.token_hex(32))
+    path = state / "dashboard-secrets.toml"
+    path.write_text("\n".join([
+        "# Written by `enqueuer dev` at each start: st.login against the emulator.",
+        "[auth]", f'redirect_uri = "{url}/oauth2callback"',
+        f'cookie_secret = "{keep.read_text().strip()}"',
+        f'client_id = "{DASHBOARD_CLIENT_ID}"', f'client_secret = "{DASHBOARD_CLIENT_SECRET}"',
+        f'server_metadata_url = "{emulator_http}/.well-known/openid-configuration"', ""]))
+    return path
+
+
+def api_environment(grpc_target: str, services: dict[str, str], emulator_http: str | None = None,
+                    api_url: str | None = None) -> dict[str, str]:
     """The settings the API (and ``--local``) use to reach the dev stack."""
     env = {"CLOUD_TASKS_EMULATOR_HOST": grpc_target, "PROJECT_ID": LOCAL_PROJECT,
-           "TASKS_REGION": LOCAL_REGION, "CALLER_SA": LOCAL_CALLER_SA}
+           "TASKS_REGION": LOCAL_REGION, "CALLER_SA": LOCAL_CALLER_SA, "API_AUTH": "google"}
+    if emulator_http:
+        env["EMULATOR_HTTP_URL"] = emulator_http
+    if api_url:
+        env["API_AUDIENCE"] = api_url
     for worker, (short, path, deadline, _) in WORKERS.items():
         base = services[worker]
         env |= {f"URL_{short}": base + path, f"AUD_{short}": base,
@@ -163,7 +208,9 @@ def local_settings(state: Path | None = None) -> dict[str, str]:
         return dict(json.loads(path.read_text())["settings"])
     ports = DevPorts()
     return api_environment(f"127.0.0.1:{ports.emulator}",
-                           {w: f"http://127.0.0.1:{p}" for w, p in ports.workers.items()})
+                           {w: f"http://127.0.0.1:{p}" for w, p in ports.workers.items()},
+                           f"http://127.0.0.1:{ports.emulator_http}",
+                           f"http://127.0.0.1:{ports.api}")
 
 
 class DevStack:
@@ -225,27 +272,28 @@ class DevStack:
         for worker, url in services.items():
             _wait_http(f"{url}/_requests", f"the {worker} service", emulator)
         grpc_target = f"{ready['host']}:{ready['port']}"
-        settings = api_environment(grpc_target, services)
+        api_url = f"http://127.0.0.1:{self.ports.api}" if self.with_api else None
+        settings = api_environment(grpc_target, services, ready["http"], api_url)
 
-        api_url = None
-        if self.with_api:
-            api_url = f"http://127.0.0.1:{self.ports.api}"
+        if api_url:
             api = self._spawn("api", [sys.executable, "-m", "uvicorn", "app:app", "--host",
                                       "127.0.0.1", "--port", str(self.ports.api)], settings)
             _wait_http(f"{api_url}/readyz", "the API", api, self._log_tail)
 
-        dashboard_url = None
+        dashboard_at = None
         if self.with_dashboard and (ROOT / "dashboard.py").is_file():
-            dashboard_url = f"http://127.0.0.1:{self.ports.dashboard}"
+            url = dashboard_url(self.ports)
             dash = self._spawn("dashboard", [
                 sys.executable, "-m", "streamlit", "run", "dashboard.py",
                 "--server.port", str(self.ports.dashboard), "--server.address", "127.0.0.1",
                 "--server.headless", "true", "--server.fileWatcherType", "none",
-                "--browser.gatherUsageStats", "false"],
-                {**settings, "ENQUEUER_API_URL": api_url or ""})
-            _wait_http(f"{dashboard_url}/_stcore/health", "the dashboard", dash, self._log_tail)
+                "--browser.gatherUsageStats", "false",
+                "--secrets.files", str(dashboard_secrets(self.state, ready["http"], url))],
+                {**settings, "ENQUEUER_API_URL": api_url or "", "DASHBOARD_AUTH": "oidc"})
+            _wait_http(f"{url}/_stcore/health", "the dashboard", dash, self._log_tail)
+            dashboard_at = url
 
-        self.profile = DevProfile(settings, api_url, dashboard_url, grpc_target,
+        self.profile = DevProfile(settings, api_url, dashboard_at, grpc_target,
                                   ready["http"], services)
         self.profile.save(self.state)
         return self.profile
@@ -309,6 +357,12 @@ def describe(profile: DevProfile, state: Path) -> list[str]:
     dashboard = profile.dashboard or (
         "left out" if (ROOT / "dashboard.py").is_file() else "not part of Enqueuer yet")
     lines.append(f"  {'dashboard':<15} {dashboard}")
+    if profile.dashboard:
+        users = ", ".join(f"{m.split(':', 1)[1]} ({r})" for m, r in LOCAL_USERS.items())
+        lines.append(f"  {'':<15} log in as {users}")
+    if profile.api:
+        lines.append(f"  {'':<15} callers send a token: curl -H \"Authorization: Bearer "
+                     f"$(enqueuer --local token)\" {profile.api}/workers")
     lines.append(f"  {'Cloud Tasks':<15} {profile.emulator_grpc} (gRPC), OIDC certs "
                  f"{profile.emulator_http}/oauth2/v1/certs")
     for worker, url in profile.services.items():
