@@ -170,7 +170,7 @@ class AccessPolicy:
     def _who(self, member: str, role: Role | None) -> str:
         if role is None:
             return f"{member} has no role in Enqueuer's access config ({self.source})"
-        return f"{member} is {'an' if role is Role.ADMIN else 'a'} {role.label}"
+        return f"{member} is {'a' if role is Role.VIEWER else 'an'} {role.label}"
 
     def _where(self) -> str:
         return f"the workers file {self.file}" if self.file else "the workers file (WORKERS_FILE)"
