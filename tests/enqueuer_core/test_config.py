@@ -21,7 +21,8 @@ def clean_env(monkeypatch):
     for name in ("PROJECT_ID", "TASKS_REGION", "CALLER_SA", "CLOUD_TASKS_EMULATOR_HOST",
                  "WORKERS_FILE", "URL_BRAIN", "URL_TESTI", "URL_TRANS", "AUD_BRAIN",
                  "AUD_TESTI", "AUD_TRANS", "DEADLINE_BRAIN_S", "DEADLINE_TESTI_S",
-                 "DEADLINE_TRANS_S", "QUEUE_BRAIN", "QUEUE_TESTI", "QUEUE_TRANS"):
+                 "DEADLINE_TRANS_S", "QUEUE_BRAIN", "QUEUE_TESTI", "QUEUE_TRANS", "API_AUTH",
+                 "API_AUDIENCE", "DASHBOARD_AUTH", "IAP_AUDIENCE", "EMULATOR_HTTP_URL"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -92,3 +93,43 @@ def test_the_deployments_accounts_default_per_project_and_are_checked(monkeypatc
         load_settings(**GOOGLE, api_sa="enqueuer")
     with pytest.raises(ConfigError, match=r"EMULATOR_OPERATOR='ops@x\.test' must be an IAM member"):
         load_settings(cloud_tasks_emulator_host="127.0.0.1:8123", emulator_operator="ops@x.test")
+
+
+def test_google_is_closed_by_default_and_says_what_the_api_and_dashboard_need():
+    s = load_settings(**GOOGLE)
+    assert (s.api_auth, s.dashboard_auth) == ("google", "iap")
+    assert s.id_token_certs_url == "https://www.googleapis.com/oauth2/v1/certs"
+    assert s.iap_keys_url == "https://www.gstatic.com/iap/verify/public_key"
+    with pytest.raises(ConfigError, match=r"set API_AUDIENCE to the API's own URL .*"
+                                          "API_AUTH=none instead opens the API"):
+        s.check_api_auth()
+    with pytest.raises(ConfigError, match=r"set IAP_AUDIENCE .*/projects/NUMBER/locations/"
+                                          r"REGION/services/NAME .* or DASHBOARD_AUTH=oidc"):
+        s.check_dashboard_auth()
+    ready = load_settings(**GOOGLE, api_audience="https://enqueuer-api-x.a.run.app",
+                          iap_audience="/projects/123/locations/europe-west1/services/d")
+    ready.check_api_auth()
+    ready.check_dashboard_auth()
+    load_settings(**GOOGLE, api_auth="none").check_api_auth()  # open only when asked
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("api_audience", "enqueuer-api", "API_AUDIENCE='enqueuer-api' is not an http"),
+    ("iap_audience", "enqueuer-dashboard", "IAP_AUDIENCE='enqueuer-dashboard' is not an IAP "
+                                           "audience: use /projects/NUMBER"),
+    ("dashboard_auth", "password", "DASHBOARD_AUTH: Input should be 'oidc', 'iap' or 'none'"),
+])
+def test_auth_settings_that_cannot_work_are_refused(field, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(**GOOGLE, **{field: value})
+
+
+def test_on_the_emulator_tokens_and_keys_come_from_its_http_port():
+    s = load_settings(cloud_tasks_emulator_host="127.0.0.1:9123")
+    assert s.emulator_http_url == "http://127.0.0.1:9124"
+    assert s.id_token_certs_url == "http://127.0.0.1:9124/oauth2/v1/certs"
+    assert s.iap_keys_url == "http://127.0.0.1:9124/iap/verify/public_key"
+    assert (s.api_audience, s.dashboard_auth) == ("http://127.0.0.1:8080", "none")
+    told = load_settings(cloud_tasks_emulator_host="127.0.0.1:9123",
+                         emulator_http_url="http://127.0.0.1:7000")
+    assert told.id_token_certs_url == "http://127.0.0.1:7000/oauth2/v1/certs"
