@@ -84,28 +84,22 @@ class Grant:
     expires_at: float
 
 
-class _PageError(Exception):
-    """The client or redirect URI cannot be trusted: show the error, never redirect."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error, self.description = error, description
-
-
-class _RedirectError(Exception):
-    """RFC 6749 4.1.2.1: told to the client at its (verified) redirect URI."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error, self.description = error, description
-
-
-class _TokenError(Exception):
-    """RFC 6749 5.2, as JSON."""
-
+class _OAuthError(Exception):
     def __init__(self, error: str, description: str, status: int = 400) -> None:
         super().__init__(description)
         self.error, self.description, self.status = error, description, status
+
+
+class _PageError(_OAuthError):
+    """The client or redirect URI cannot be trusted: show the error, never redirect."""
+
+
+class _RedirectError(_OAuthError):
+    """RFC 6749 4.1.2.1: told to the client at its (verified) redirect URI."""
+
+
+class _TokenError(_OAuthError):
+    """RFC 6749 5.2, as JSON."""
 
 
 class Provider:
@@ -123,7 +117,9 @@ class Provider:
     async def authorize_submit(self, request: web.Request) -> web.Response:
         form = await request.post()
         params = MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
-        return self._authorize(params, (params.get("email") or "").strip())
+        # RFC 6749 3.1 allows the request itself as a POST: no email yet, show the page.
+        email = params.get("email")
+        return self._authorize(params, None if email is None else email.strip())
 
     def _authorize(self, params: MultiDictProxy[str], email: str | None) -> web.Response:
         try:
