@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import html
 import re
 import secrets
 import time
@@ -37,16 +36,15 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from emulator.config import OidcConfig, OidcUser, email_problem, http_url_problem
+from emulator.login_pages import AUTH_PATH, NO_STORE, choose_page, error_page
 from emulator.oidc import Issuer, subject_id
 
-AUTH_PATH = "/o/oauth2/v2/auth"
 TOKEN_PATH = "/token"
 USERINFO_PATH = "/v1/userinfo"
 CODE_LIFETIME_S = 600
 ACCESS_TOKEN_LIFETIME_S = 3599
 # RFC 7636 4.1: 43-128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~".
 _PKCE_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def discovery(base_url: str) -> dict[str, object]:
@@ -126,7 +124,7 @@ class Provider:
             client_id, redirect_uri = self._check_client(params)
             state = _one(params, "state", redirect=False)
         except _PageError as e:
-            return _error_page(e.error, e.description)
+            return error_page(e.error, e.description)
         try:
             req = self._check_request(params, client_id, redirect_uri, state)
         except _RedirectError as e:
@@ -135,10 +133,10 @@ class Provider:
         hidden = [(k, v) for k, v in params.items() if k != "email"]
         if email is None:
             hint = params.get("login_hint", "")
-            return _choose_page(client_id, self.config.users, hidden,
+            return choose_page(client_id, self.config.users, hidden,
                                 "" if email_problem(hint) else hint, None)
         if problem := email_problem(email):
-            return _choose_page(client_id, self.config.users, hidden, email, problem)
+            return choose_page(client_id, self.config.users, hidden, email, problem)
         now = time.time()
         self._codes = {c: g for c, g in self._codes.items() if g.expires_at > now}
         code = secrets.token_urlsafe(32)
@@ -225,12 +223,12 @@ class Provider:
             client_id = self._authenticate(fields, request.headers.get("Authorization"))
             body = self._exchange(fields, client_id)
         except _TokenError as e:
-            headers = dict(_NO_STORE)
+            headers = dict(NO_STORE)
             if e.status == 401:
                 headers["WWW-Authenticate"] = 'Basic realm="emulator"'
             return web.json_response({"error": e.error, "error_description": e.description},
                                      status=e.status, headers=headers)
-        return web.json_response(body, headers=_NO_STORE)
+        return web.json_response(body, headers=NO_STORE)
 
     def _authenticate(self, fields: dict[str, str], authorization: str | None) -> str:
         """The client ID, once its secret is checked (any secret when no client is set)."""
@@ -365,61 +363,4 @@ def _redirect(uri: str, **params: str | None) -> web.Response:
     query = parse_qsl(parts.query, keep_blank_values=True)
     query += [(k, v) for k, v in params.items() if v is not None]
     location = urlunsplit(parts._replace(query=urlencode(query)))
-    return web.Response(status=302, headers={"Location": location, **_NO_STORE})
-
-
-# -- pages ----------------------------------------------------------------------------
-
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;"
-          "padding:0 1rem}ul{list-style:none;padding:0}li{margin:.5rem 0}"
-          "button{font:inherit;padding:.4rem .8rem;cursor:pointer}"
-          "input{font:inherit;padding:.3rem;width:100%;box-sizing:border-box}"
-          ".error{color:#b00020}")
-
-
-def _page(title: str, body: str, status: int) -> web.Response:
-    text = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-            f"<body>\n<main>\n{body}</main>\n</body>\n</html>\n")
-    return web.Response(text=text, status=status, content_type="text/html",
-                        headers=dict(_NO_STORE))
-
-
-def _error_page(error: str, description: str) -> web.Response:
-    body = ("<h1>Access blocked: this app's request is invalid</h1>\n"
-            f"<p><strong>Error 400: {html.escape(error)}</strong></p>\n"
-            f'<p id="error-description">{html.escape(description)}</p>\n'
-            "<p>This is the emulator's stand-in for Google sign-in; nothing was sent back "
-            "to the app.</p>\n")
-    return _page("Error 400: " + error, body, 400)
-
-
-def _choose_page(client_id: str, users: list[OidcUser], hidden: list[tuple[str, str]],
-                 other: str, problem: str | None) -> web.Response:
-    e = html.escape
-    fields = "".join(f'<input type="hidden" name="{e(k)}" value="{e(v)}">\n' for k, v in hidden)
-    if users:
-        items = "".join(
-            f'<li><button type="submit" name="email" value="{e(u.email)}" '
-            f'data-email="{e(u.email)}" aria-describedby="user-{i}-name">{e(u.email)}</button>'
-            f' <span id="user-{i}-name">{e(u.display_name)}</span></li>\n'
-            for i, u in enumerate(users))
-        accounts = (f'<form method="post" action="{AUTH_PATH}">\n{fields}'
-                    f'<ul aria-label="Accounts">\n{items}</ul>\n</form>\n')
-    else:
-        accounts = ("<p>No accounts are configured: add <code>users = [...]</code> under "
-                    "<code>[oidc]</code> in the emulator's config, or use another account "
-                    "below.</p>\n")
-    error = (f'<p id="other-email-error" class="error" role="alert">{e(problem)}</p>\n'
-             if problem else "")
-    invalid = ' aria-invalid="true" aria-describedby="other-email-error"' if problem else ""
-    body = (f"<h1>Choose an account</h1>\n<p>to continue to <strong>{e(client_id)}</strong>"
-            " (local emulator of Google sign-in: no password is asked)</p>\n"
-            f"{accounts}"
-            f'<form method="post" action="{AUTH_PATH}">\n{fields}'
-            '<p><label for="other-email">Use another account (email)</label></p>\n'
-            f'<p><input id="other-email" name="email" type="email" required '
-            f'autocomplete="email" value="{e(other)}"{invalid}></p>\n{error}'
-            '<p><button type="submit">Sign in</button></p>\n</form>\n')
-    return _page("Sign in - Google Accounts (emulator)", body, 400 if problem else 200)
+    return web.Response(status=302, headers={"Location": location, **NO_STORE})
