@@ -18,15 +18,15 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from enqueuer_core import devstack, diagnose, inspect
+from enqueuer_core import devstack, diagnose, inspect, tokens
 from enqueuer_core import setup as setup_
 from enqueuer_core.access import AccessPolicy, Acting
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.clients import caller_member
-from enqueuer_core.config import Settings, load_settings
+from enqueuer_core.config import LOCAL_API_CALLER, Settings, load_settings
 from enqueuer_core.deploy import deploy_plan
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
-from enqueuer_core.errors import EnqueuerError, InvalidRequest
+from enqueuer_core.errors import ConfigError, EnqueuerError, InvalidRequest
 from enqueuer_core.workers import load_registry
 
 app = typer.Typer(
@@ -394,6 +394,39 @@ def deploy(
         plan = deploy_plan(load_settings(), Path.cwd(), image, api_caller or [],
                            dashboard_user or [])
     typer.echo(plan.script(), nl=False)
+
+
+@app.command()
+def token(
+    as_: Annotated[str | None, typer.Option(
+        "--as", help="Whose token: an email, or a user:/serviceAccount: member (default: "
+        f"{LOCAL_API_CALLER}, an operator of the local stack).")] = None,
+    audience: Annotated[str | None, typer.Option(
+        "--audience", help="The token's audience (default: API_AUDIENCE, the API's URL).")
+    ] = None,
+) -> None:
+    """Print an ID token for calling the local stack's API (use it as `enqueuer --local
+    token`): Authorization: Bearer $(enqueuer --local token). Only the token is printed.
+
+    It comes from the emulator's issuer, which the API trusts on the local stack. On Google
+    it refuses (exit 2) and prints the gcloud command that mints one there.
+    """
+    with _reporting(False):
+        settings = _token_settings()
+        if settings is None and audience is None:
+            audience = os.environ.get("API_AUDIENCE")  # for the gcloud line it prints
+        typer.echo(tokens.local_id_token(settings, as_, audience))
+
+
+def _token_settings() -> Settings | None:
+    """The settings, or None for Google's when they are not complete: a token is refused
+    there anyway, with the gcloud line, not with what else Google's settings lack."""
+    if os.environ.get("CLOUD_TASKS_EMULATOR_HOST"):
+        return load_settings()
+    try:
+        return load_settings()
+    except ConfigError:
+        return None
 
 
 @app.callback()
