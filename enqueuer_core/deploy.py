@@ -2,12 +2,14 @@
 Run from these settings, as a bash script to read and run.
 
 Closed by default: the API is private (Cloud Run lets in only callers holding
-``roles/run.invoker``, with an ID token for its URL), the dashboard sits behind
-Identity-Aware Proxy, and each runs as its own service account (``API_SA``,
-``DASHBOARD_SA``), which ``enqueuer setup --apply`` has granted what it needs. Both scale to
-zero. Service URLs are Cloud Run's deterministic ones,
-``https://SERVICE-PROJECT_NUMBER.REGION.run.app``, so the API's audience is known before its
-first deploy.
+``roles/run.invoker``, with an ID token for its URL, and the API checks that token again,
+``API_AUTH=google``), the dashboard sits behind Identity-Aware Proxy and checks IAP's signed
+assertion (``DASHBOARD_AUTH=iap``), and each runs as its own service account (``API_SA``,
+``DASHBOARD_SA``), which ``enqueuer setup --apply`` has granted what it needs. Who may do
+what inside comes from the workers file's ``[access]``: a deployment without an admin there
+is one nobody can use, and is refused. Both scale to zero. Service URLs are Cloud Run's
+deterministic ones, ``https://SERVICE-PROJECT_NUMBER.REGION.run.app``, so the API's audience
+is known before its first deploy.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enqueuer_core.access import Role, load_access
 from enqueuer_core.config import Settings
 from enqueuer_core.errors import ConfigError, InvalidRequest
 from enqueuer_core.iam_policies import member
+from enqueuer_core.workers import load_registry
 
 API_SERVICE = "enqueuer-api"
 DASHBOARD_SERVICE = "enqueuer-dashboard"
 REPOSITORY = "enqueuer"
 APP_DIR = "/app"  # where the Dockerfile puts the build context
+# What IAP signs its assertions for, in front of a Cloud Run service (the script's variables).
+IAP_AUDIENCE = ("/projects/${PROJECT_NUMBER}/locations/${REGION}/services/"
+                + DASHBOARD_SERVICE)
 # The Google APIs the deployment uses.
 SERVICES = ("run.googleapis.com", "cloudtasks.googleapis.com", "cloudbuild.googleapis.com",
             "artifactregistry.googleapis.com", "iam.googleapis.com", "iap.googleapis.com",
@@ -189,6 +196,37 @@ def docker_ignored(path: str, dockerignore: Path) -> str | None:
     return verdict
 
 
+def check_access(settings: Settings, admins_hint: list[str] | None = None) -> None:
+    """Refuse a deployment nobody could use: on Google, without ``[access]`` nobody has a
+    role, so the workers file must name at least one admin. ``ConfigError`` showing the lines
+    to add (for the first ``user:`` of ``admins_hint`` when there is one); a malformed
+    ``[access]`` is refused by ``load_access`` naming its line."""
+    who = next((m for m in admins_hint or [] if m.startswith("user:")), "user:YOU@example.com")
+    lines = f'[access]\n"{who}" = "admin"'
+    why = ("on Google nobody has a role in Enqueuer without one, so nobody could use what "
+           "this deploys")
+    if settings.workers_file is None:
+        raise ConfigError(
+            f"enqueuer deploy needs a workers file with an [access] section naming an admin: "
+            f"{why}. Create one in the repository (it is built into the image), e.g. "
+            f"deploy/workers.toml, with these lines, and set WORKERS_FILE=deploy/workers.toml:"
+            f"\n\n{lines}\n")
+    registry = load_registry(settings)
+    policy = load_access(settings, {w.name: w.enqueuers for w in registry
+                                    if w.enqueuers is not None})
+    text = Path(settings.workers_file).read_text()
+    if "access" not in tomllib.loads(text):
+        raise ConfigError(
+            f"WORKERS_FILE={settings.workers_file} has no [access] section: {why}. Add these "
+            f"lines to it (and more members: viewer, operator or admin):\n\n{lines}\n")
+    if not any(role is Role.ADMIN for role in policy.grants.values()):
+        granted = ", ".join(f"{m} = {r.label}" for m, r in policy.grants.items()) or "nobody"
+        raise ConfigError(
+            f"WORKERS_FILE={settings.workers_file}: [access] names no admin ({granted}), so "
+            "nobody could pause, resume or purge a queue or run `enqueuer setup --apply`. "
+            f"Add this line under [access]:\n\n{lines.split(chr(10))[1]}\n")
+
+
 _MEMBER = re.compile(r"^(user|serviceAccount|group|domain):[^\s:]+$")
 
 
@@ -230,8 +268,13 @@ def deploy_plan(settings: Settings, root: Path, image: str | None = None,
     ]
     where = ("--region=${REGION}", "--project=${PROJECT}")
     env = process_env(settings, image_path(settings.workers_file, root))
-    api_env = {**env, "API_AUDIENCE": "${API_URL}"}
-    dashboard_env = {**env, "ENQUEUER_API_URL": "${API_URL}"}
+    check_access(settings, dashboard_users)
+    # The API checks each caller's ID token again (Cloud Run checked it at the door): its
+    # audience is the API's URL, and its email must hold a role in [access].
+    api_env = {**env, "API_AUTH": "google", "API_AUDIENCE": "${API_URL}"}
+    # The dashboard knows its user from IAP's signed assertion, for this very service.
+    dashboard_env = {**env, "ENQUEUER_API_URL": "${API_URL}", "DASHBOARD_AUTH": "iap",
+                     "IAP_AUDIENCE": IAP_AUDIENCE}
     iap_agent = "serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-iap.iam.gserviceaccount.com"
     commands = [
         Command("The Google APIs Enqueuer uses (once per project; harmless to repeat).",

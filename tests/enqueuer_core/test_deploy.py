@@ -21,6 +21,7 @@ from tests.enqueuer_core.test_devstack import ENQUEUER
 from tests.gcloud_cli import check_command
 
 ROOT = Path(__file__).resolve().parents[2]
+ACCESS = '[access]\n"user:ana@example.com" = "admin"\n"domain:example.com" = "viewer"\n'
 
 # Stands in for gcloud when the script runs: records each call, answers a project number.
 RECORDER = """#!/usr/bin/env bash
@@ -31,10 +32,22 @@ if [ "$1 $2 $3" = "artifacts repositories describe" ]; then exit 1; fi
 
 
 @pytest.fixture
-def settings(monkeypatch):
-    for name in ("CLOUD_TASKS_EMULATOR_HOST", "WORKERS_FILE", "API_SA", "DASHBOARD_SA"):
+def repo(tmp_path: Path) -> Path:
+    """A build context as a deployment keeps it: the repository's .dockerignore, and a workers
+    file in deploy/ whose [access] names an admin."""
+    repo = tmp_path / "repo"
+    (repo / "deploy").mkdir(parents=True)
+    (repo / ".dockerignore").write_text((ROOT / ".dockerignore").read_text())
+    (repo / "deploy" / "workers.toml").write_text(ACCESS)
+    return repo
+
+
+@pytest.fixture
+def settings(monkeypatch, repo):
+    for name in ("CLOUD_TASKS_EMULATOR_HOST", "WORKERS_FILE", "API_SA", "DASHBOARD_SA",
+                 "API_AUTH", "API_AUDIENCE", "DASHBOARD_AUTH", "IAP_AUDIENCE"):
         monkeypatch.delenv(name, raising=False)
-    return load_settings(**GOOGLE)
+    return load_settings(**GOOGLE, workers_file=str(repo / "deploy" / "workers.toml"))
 
 
 def run_script(script: str, tmp_path: Path) -> list[list[str]]:
@@ -60,8 +73,8 @@ def env_of(call: list[str]) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in body[3:].split("|"))
 
 
-def test_the_script_deploys_both_services_closed_by_default(settings, tmp_path):
-    plan = deploy_plan(settings, ROOT, api_callers=["serviceAccount:intake@acme.iam."
+def test_the_script_deploys_both_services_closed_by_default(settings, repo, tmp_path):
+    plan = deploy_plan(settings, repo, api_callers=["serviceAccount:intake@acme.iam."
                                                     "gserviceaccount.com"],
                        dashboard_users=["ana@example.com", "domain:example.com"])
     calls = run_script(plan.script(), tmp_path)
@@ -83,13 +96,28 @@ def test_the_script_deploys_both_services_closed_by_default(settings, tmp_path):
     api_url = "https://enqueuer-api-123456789012.europe-west1.run.app"
     env = env_of(api)
     assert env["API_AUDIENCE"] == api_url
+    assert env["API_AUTH"] == "google"  # the API checks the caller's token again
+    assert env["WORKERS_FILE"] == "/app/deploy/workers.toml"  # with [access] in it
     for name in ("PROJECT_ID", "TASKS_REGION", "CALLER_SA", "URL_BRAIN", "URL_TESTI",
                  "URL_TRANS", "AUD_BRAIN", "AUD_TESTI", "AUD_TRANS", "QUEUE_BRAIN",
                  "QUEUE_TESTI", "QUEUE_TRANS", "DEADLINE_BRAIN_S", "DEADLINE_TESTI_S",
                  "DEADLINE_TRANS_S", "API_SA", "DASHBOARD_SA"):
         assert env[name] == str(getattr(settings, name.lower())), name
     assert "CLOUD_TASKS_EMULATOR_HOST" not in env
-    assert env_of(dashboard)["ENQUEUER_API_URL"] == api_url
+    assert "DASHBOARD_AUTH" not in env and "IAP_AUDIENCE" not in env
+    dashboard_env = env_of(dashboard)
+    assert dashboard_env["ENQUEUER_API_URL"] == api_url
+    # The dashboard knows its user from IAP's assertion, signed for this very service.
+    assert dashboard_env["DASHBOARD_AUTH"] == "iap"
+    assert dashboard_env["IAP_AUDIENCE"] == (
+        "/projects/123456789012/locations/europe-west1/services/enqueuer-dashboard")
+    assert "API_AUTH" not in dashboard_env and "API_AUDIENCE" not in dashboard_env
+    # Each service starts with the settings it gets (as the API and the dashboard check).
+    def started(process_env: dict[str, str]):
+        return load_settings(**{k.lower(): v for k, v in process_env.items()
+                                if k != "WORKERS_FILE"})
+    started(env).check_api_auth()
+    started(dashboard_env).check_dashboard_auth()
     # Who may get in: the API's caller, IAP's agent on the dashboard, the dashboard's users.
     invokers = [(c[3], _flag(c, "--member"))
                 for c in by_path["run services add-iam-policy-binding"]]
@@ -113,8 +141,8 @@ def _flag(call: list[str], name: str) -> str:
     return next(a.split("=", 1)[1] for a in call if a.startswith(name + "="))
 
 
-def test_with_no_callers_the_grants_are_examples_left_commented_out(settings, tmp_path):
-    plan = deploy_plan(settings, ROOT)
+def test_with_no_callers_the_grants_are_examples_left_commented_out(settings, repo, tmp_path):
+    plan = deploy_plan(settings, repo)
     script = plan.script()
     calls = run_script(script, tmp_path)
     assert not [c for c in calls if "add-iam-policy-binding" in c and "iap" in c]
@@ -127,13 +155,11 @@ def test_with_no_callers_the_grants_are_examples_left_commented_out(settings, tm
             check_command(c.words())
 
 
-def test_a_workers_file_in_the_repository_is_found_in_the_image(settings, tmp_path):
-    repo = tmp_path / "repo"
+def test_a_workers_file_in_the_repository_is_found_in_the_image(repo, tmp_path):
     (repo / "deploy" / "schemas").mkdir(parents=True)
     (repo / "dev").mkdir()
-    (repo / ".dockerignore").write_text((ROOT / ".dockerignore").read_text())
     workers = repo / "deploy" / "workers.toml"
-    workers.write_text('[workers.brain]\nschema_file = "schemas/brain.json"\n')
+    workers.write_text(ACCESS + '[workers.brain]\nschema_file = "schemas/brain.json"\n')
     (repo / "deploy" / "schemas" / "brain.json").write_text('{"type": "object"}')
     s = load_settings(**GOOGLE, workers_file=str(workers))
     assert "WORKERS_FILE=/app/deploy/workers.toml" in deploy_plan(s, repo).script()
@@ -146,32 +172,70 @@ def test_a_workers_file_in_the_repository_is_found_in_the_image(settings, tmp_pa
     left_out.write_text("")
     with pytest.raises(ConfigError, match=r"left out of the image by the line 'dev'"):
         deploy_plan(load_settings(**GOOGLE, workers_file=str(left_out)), repo)
-    workers.write_text('[workers.brain]\nschema_file = "../tests/brain.json"\n')
+    workers.write_text(ACCESS + '[workers.brain]\nschema_file = "../tests/brain.json"\n')
     with pytest.raises(ConfigError, match=r"tests/brain\.json .* line 'tests'"):
         deploy_plan(s, repo)
 
 
-def test_bad_input_is_refused_with_the_fix(settings, monkeypatch):
+def test_bad_input_is_refused_with_the_fix(settings, repo, monkeypatch):
     with pytest.raises(InvalidRequest, match=r"--api-caller 'intake' is not an IAM member"):
-        deploy_plan(settings, ROOT, api_callers=["intake"])
+        deploy_plan(settings, repo, api_callers=["intake"])
     monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:8123")
     with pytest.raises(ConfigError, match="unset CLOUD_TASKS_EMULATOR_HOST"):
-        deploy_plan(load_settings(), ROOT)
+        deploy_plan(load_settings(), repo)
 
 
-def test_the_cli_prints_the_script_and_refuses_bad_members(tmp_path):
+def test_a_deployment_nobody_could_use_is_refused_showing_the_lines_to_add(settings, repo):
+    """On Google nobody has a role without [access]: the workers file must name an admin."""
+    workers = repo / "deploy" / "workers.toml"
+    add = '[access]\n"user:YOU@example.com" = "admin"\n'
+    with pytest.raises(ConfigError, match="needs a workers file") as no_file:
+        deploy_plan(load_settings(**GOOGLE), repo)
+    assert add in no_file.value.message and "WORKERS_FILE=deploy/workers.toml" in (
+        no_file.value.message)
+
+    workers.write_text('[workers.brain]\ndescription = "no access here"\n')
+    with pytest.raises(ConfigError, match=r"has no \[access\] section") as no_access:
+        deploy_plan(settings, repo)
+    assert add in no_access.value.message
+    # The dashboard's first user is the admin the message suggests.
+    with pytest.raises(ConfigError) as suggested:
+        deploy_plan(settings, repo, dashboard_users=["domain:example.com", "ana@example.com"])
+    assert '"user:ana@example.com" = "admin"' in suggested.value.message
+
+    workers.write_text('[access]\n"user:ana@example.com" = "operator"\n')
+    with pytest.raises(ConfigError, match=r"names no admin \(user:ana@example.com = operator\)"
+                       ) as no_admin:
+        deploy_plan(settings, repo)
+    assert '"user:YOU@example.com" = "admin"' in no_admin.value.message
+
+    # A malformed [access] is refused naming its line, as at any start.
+    workers.write_text('[access]\n"user:ana@example.com" = "owner"\n')
+    with pytest.raises(ConfigError, match=r"line 2 .*'owner' is not a role"):
+        deploy_plan(settings, repo)
+    workers.write_text('[access]\n"ana@example.com" = "admin"\n')
+    with pytest.raises(ConfigError, match=r"write it as user:ana@example\.com"):
+        deploy_plan(settings, repo)
+
+
+def test_the_cli_prints_the_script_and_refuses_bad_members(repo):
     env = {k: v for k, v in os.environ.items() if k != "CLOUD_TASKS_EMULATOR_HOST"}
-    env |= {k.upper(): v for k, v in GOOGLE.items()}
+    env |= {k.upper(): v for k, v in GOOGLE.items()} | {"WORKERS_FILE": "deploy/workers.toml"}
     ok = subprocess.run([ENQUEUER, "deploy", "--dashboard-user", "ana@example.com"],
-                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+                        capture_output=True, text=True, env=env, cwd=repo, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("#!/usr/bin/env bash")
     assert "--member=user:ana@example.com" in ok.stdout
     subprocess.run(["bash", "-n"], input=ok.stdout, text=True, check=True)
     bad = subprocess.run([ENQUEUER, "deploy", "--api-caller", "nobody"], capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=60)
+                         text=True, env=env, cwd=repo, timeout=60)
     assert bad.returncode == 2
     assert "is not an IAM member" in bad.stderr and "Traceback" not in bad.stderr
+    (repo / "deploy" / "workers.toml").write_text('[access]\n"user:ana@example.com" = "viewer"\n')
+    unusable = subprocess.run([ENQUEUER, "deploy"], capture_output=True, text=True, env=env,
+                              cwd=repo, timeout=60)
+    assert unusable.returncode == 2 and unusable.stdout == ""
+    assert '"user:YOU@example.com" = "admin"' in unusable.stderr
 
 
 def test_the_readmes_gcloud_lines_are_real_commands():
