@@ -27,7 +27,6 @@ from enqueuer_core.config import LOCAL_API_CALLER, Settings, load_settings
 from enqueuer_core.deploy import deploy_plan
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
 from enqueuer_core.errors import ConfigError, EnqueuerError, InvalidRequest
-from enqueuer_core.workers import load_registry
 
 app = typer.Typer(
     help="Enqueue jobs for the Cloud Run workers through Cloud Tasks, and look at the queues.",
@@ -155,7 +154,8 @@ def _render_result(result: EnqueueResult) -> None:
 def workers(as_json: JsonFlag = False) -> None:
     """The workers this enqueuer can reach: queue, URL, token audience, deadline."""
     with _reporting(as_json):
-        registry = load_registry(_settings())
+        # The access config is checked here too: a malformed [access] stops every command.
+        registry = Enqueuer(_settings()).registry
     if as_json:
         _print_json([spec.public() for spec in registry])
         return
@@ -303,8 +303,9 @@ def setup_command(
     its gcloud equivalent. Exit code 0 when nothing is to change, 10 when something is.
     With --apply, makes the changes through the Google APIs as you (your Application Default
     Credentials; the dev stack's operator with --local), adding bindings and never removing
-    one; then checks the result with diagnose. A refusal names the permission missing and
-    what was done so far (exit 4).
+    one; then checks the result with diagnose. Only an admin of the workers file's [access]
+    may apply (exit 11 otherwise, with the line that would grant it). A refusal by Google
+    names the permission missing and what was done so far (exit 4).
     """
     with _reporting(as_json):
         settings = load_settings()
@@ -319,7 +320,8 @@ def setup_command(
         if not as_json:
             _render_plan(plan)
         acting = _acting(settings, Enqueuer(settings).access)
-        done = setup_.apply_plan(plan, clients, acting) if plan.to_change else []
+        # Even with nothing to change: only an admin applies setup, and it is on record.
+        done = setup_.apply_plan(plan, clients, acting)
         after = setup_.make_plan(settings, clients, worker or None)
         results = diagnose.diagnose(
             settings, after.workers, tasks_client=clients.tasks, run_client=clients.run,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -234,3 +235,100 @@ def test_listing_pages_and_stops_at_the_limit(stack):
     assert inspect.count_tasks(stack.client, path, cap=5) == (5, True)
     assert inspect.count_tasks(stack.client, path, cap=7) == (7, False)
     assert inspect.queue_snapshot(stack.client, path, count_cap=3).tasks_count_text == "3+"
+
+
+# -- who the CLI acts as, and what the access config lets it do --------------------------
+
+ANA = "user:ana@example.com"  # the CLI's principal here: EMULATOR_OPERATOR
+
+
+def with_access(stack: Stack, tmp_path: Path, text: str) -> dict[str, str]:
+    """The stack's environment, a workers file holding ``text``, and ana acting."""
+    workers = tmp_path / "workers.toml"
+    workers.write_text(text)
+    return stack.env | {"WORKERS_FILE": str(workers), "EMULATOR_OPERATOR": ANA}
+
+
+def audit_lines(stderr: str) -> list[dict]:
+    return [json.loads(line)["audit"] for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_a_viewer_cannot_enqueue_exit_11_with_the_line_and_one_refused_audit_line(
+        stack, tmp_path):
+    env = with_access(stack, tmp_path, f'[access]\n"{ANA}" = "viewer"\n')
+    done = stack.run("enqueue", "testimonios", "--payload", '{"n": 1}', "--key", "viewer-1",
+                     "--json", env=env, check=11)
+    assert json.loads(done.stdout)["error"]["code"] == "forbidden"
+    message = done.stderr.splitlines()[-1]
+    assert message.startswith(f"error: {ANA} is a viewer; enqueuing a job needs the operator "
+                              "role")
+    assert f'"{ANA}" = "operator"' in message and str(tmp_path / "workers.toml") in message
+    [line] = audit_lines(done.stderr)  # one line, on stderr: stdout is the answer
+    assert (line["principal"], line["role"], line["action"], line["outcome"],
+            line["error_code"], line["via"], line["worker"], line["idempotency_key"]) == (
+        ANA, "viewer", "enqueue", "refused", "forbidden", "cli", "testimonios", "viewer-1")
+    assert "payload" not in line  # refused before the payload was built
+    assert stack.client.list_tasks(parent=stack.path("TESTI")).tasks == []
+    # Reading is a viewer's: the same principal lists the queue.
+    assert stack.run("tasks", "testimonios", "--json", env=env, check=0)
+
+
+def test_an_operator_enqueues_and_the_line_says_ok(stack, tmp_path, receiver):
+    env = with_access(stack, tmp_path, f'[access]\n"{ANA}" = "operator"\n')
+    done = stack.run("enqueue", "testimonios", "--payload", '{"n": 2}', env=env, check=0)
+    [line] = audit_lines(done.stderr)
+    assert (line["principal"], line["role"], line["outcome"]) == (ANA, "operator", "ok")
+    assert f"Enqueued {line['task']}" in done.stdout
+    [got] = receiver.at("/generate-testimony")
+    # The payload only as its size and hash, of the very body the worker got.
+    assert line["payload"] == {"bytes": len(got.body),
+                               "sha256": hashlib.sha256(got.body).hexdigest()}
+    assert '"n"' not in json.dumps(line)
+
+
+def test_a_worker_with_enqueuers_refuses_others_even_an_admin(stack, tmp_path):
+    intake = "serviceAccount:intake@test-project.iam.gserviceaccount.com"
+    env = with_access(stack, tmp_path, f'[access]\n"{ANA}" = "admin"\n\n'
+                                       f'[workers.testimonios]\nenqueuers = ["{intake}"]\n')
+    done = stack.run("enqueue", "testimonios", "--payload", "{}", "--in", "600", env=env,
+                     check=11)
+    assert f'only the enqueuers listed for testimonios may enqueue to it ("{intake}")' in (
+        done.stderr)
+    assert f'[workers.testimonios] enqueuers = ["{intake}", "{ANA}"]' in done.stderr
+    assert stack.client.list_tasks(parent=stack.path("TESTI")).tasks == []
+
+
+def test_setup_apply_by_a_non_admin_exits_11_and_changes_nothing(stack, tmp_path):
+    env = with_access(stack, tmp_path, f'[access]\n"{ANA}" = "operator"\n')
+    before = json.loads(stack.run("setup", "--json", env=env, check=10).stdout)
+    assert before["to_change"] > 0 and before["principal"] == ANA
+    done = stack.run("setup", "--apply", env=env, check=11)
+    assert f"{ANA} is an operator; applying `enqueuer setup` needs the admin role" in (
+        done.stderr)
+    assert f'"{ANA}" = "admin"' in done.stderr
+    [line] = audit_lines(done.stderr)
+    assert (line["action"], line["outcome"], line["principal"], line["target"]) == (
+        "setup_apply", "refused", ANA, f"projects/{PROJECT}")
+    after = json.loads(stack.run("setup", "--json", env=env, check=10).stdout)
+    assert after["changes"] == before["changes"]
+
+
+@pytest.mark.parametrize(("access", "says"), [
+    ('"user:ana@example.com" = "owner"', "line 2 (\"user:ana@example.com\" = \"owner\"): "
+     "user:ana@example.com = 'owner': 'owner' is not a role: use viewer, operator or admin"),
+    ('"ana@example.com" = "viewer"', "write it as user:ana@example.com (or "
+     "serviceAccount:ana@example.com for an account)"),
+    ('"group:ops@example.com" = "admin"', "list the group's users (user:...) or their "
+     "domain (domain:...)"),
+])
+def test_a_malformed_access_config_exits_2_naming_the_line_and_the_fix(
+        stack, tmp_path, access, says):
+    env = with_access(stack, tmp_path, f"[access]\n{access}\n")
+    for command in (["enqueue", "testimonios", "--payload", "{}"], ["setup", "--apply"],
+                    ["workers"], ["queues"]):
+        done = stack.run(*command, env=env, check=2)
+        assert done.stderr.startswith(f"error: WORKERS_FILE={tmp_path / 'workers.toml'}"), (
+            command, done.stderr)
+        assert says in done.stderr, (command, done.stderr)
+        assert not audit_lines(done.stderr)  # nothing was attempted
+    assert stack.client.list_tasks(parent=stack.path("TESTI")).tasks == []
