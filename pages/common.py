@@ -1,26 +1,33 @@
-"""What every page shares: the one Enqueuer per process, cached snapshots, errors, links.
+"""What every page shares: the one Enqueuer per process, who acts, cached snapshots,
+errors, links.
 
 Pages are UI only: they read through the cached functions here (``st.cache_data`` with a
-short TTL, keyed by primitive arguments) and act through ``enqueuer_core``, then call
-``after_action()`` so that no page shows a snapshot older than the action.
+short TTL, keyed by primitive arguments) and act through ``enqueuer_core`` as ``acting()``
+(the visitor dashboard.py's gate let in), then call ``after_action()`` so that no page shows
+a snapshot older than the action.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import runpy
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from enqueuer_core.config import load_settings
+from enqueuer_core.access import AccessPolicy, Acting, load_access
+from enqueuer_core.access.iap import assertion_in
+from enqueuer_core.access.visitors import Visitor, visitor
+from enqueuer_core.config import Settings, load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import ConfigError, EnqueuerError
 from enqueuer_core.inspect import (
@@ -38,6 +45,9 @@ SNAPSHOT_TTL_S = 5
 OVERVIEW, ENQUEUE, QUEUES, DIAGNOSTICS = (
     "pages/overview.py", "pages/enqueue.py", "pages/queues.py", "pages/diagnostics.py")
 DEFAULT_API_URL = "http://127.0.0.1:8080"
+# Session state the gate writes at each run: who visits, and this run's request id.
+_VISITOR, _REQUEST_ID, _IAP_SEEN = "_enqueuer_visitor", "_enqueuer_request_id", "_enqueuer_iap"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @st.cache_resource(show_spinner=False)
@@ -83,6 +93,79 @@ def enqueuer() -> Enqueuer:
         return _enqueuer()
     except ConfigError as e:
         stop_with(e)
+
+
+def gate_config() -> tuple[Settings, AccessPolicy, ConfigError | None]:
+    """What the gate needs to know its visitor: settings and the access config.
+
+    Settings that cannot work still name who may visit (so that Diagnostics, which reports
+    them, stays behind the login): then they are read leniently, and the error comes third.
+    ``ConfigError`` when even that fails, or the access config itself is wrong.
+    """
+    try:
+        enqueuer = _enqueuer()
+        return enqueuer.settings, enqueuer.access, None
+    except ConfigError as error:
+        settings = load_settings(lenient=True)
+        return settings, load_access(settings), error
+
+
+# -- who visits, who acts -------------------------------------------------------------------
+
+
+def who_visits(settings: Settings) -> Visitor:
+    """The visitor of this session (``enqueuer_core.access.visitors``), or ``Unauthenticated``.
+
+    Streamlit gives the headers of the request that opened the session's websocket: IAP's
+    assertion in them is checked once; the session it opened stays that user's (the
+    assertion itself expires after 10 minutes, the session does not).
+    """
+    headers = st.context.headers
+    pairs = [(k, v) for k in headers for v in headers.get_all(k)]
+    user = st.user.to_dict()
+    if settings.dashboard_auth != "iap":
+        return visitor(settings, user, pairs)
+    assertion = assertion_in(pairs)
+    seen = st.session_state.get(_IAP_SEEN)
+    if seen and seen[0] == assertion:
+        return seen[1]
+    found = visitor(settings, user, pairs)
+    st.session_state[_IAP_SEEN] = (assertion, found)
+    return found
+
+
+def let_in(who: Visitor | None) -> None:
+    """The gate's answer for this run: the visitor the pages act as (None: nobody)."""
+    if who is None:
+        st.session_state.pop(_VISITOR, None)
+    else:
+        st.session_state[_VISITOR] = who
+    new_request()
+
+
+def new_request() -> None:
+    """A new request id: one per script run (dashboard.py, and each fragment's own run)."""
+    st.session_state[_REQUEST_ID] = uuid.uuid4().hex
+
+
+def fragment(body: F, run_every: float | None = None) -> F:
+    """``st.fragment``, whose runs of its own each get their own request id."""
+    @functools.wraps(body)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        new_request()
+        return body(*args, **kwargs)
+
+    return st.fragment(run_every=run_every)(run)  # type: ignore[return-value]
+
+
+def acting() -> Acting:
+    """Who acts in this run: the visitor the gate let in, for every change a page asks of
+    ``enqueuer_core`` (which decides, and writes the audit line)."""
+    who = st.session_state.get(_VISITOR)
+    if who is None:  # pages run only behind the gate (dashboard.py): a bug, not a visitor
+        raise RuntimeError("no visitor: the page ran without dashboard.py's gate")
+    return Acting(who.member, enqueuer().access, "dashboard",
+                  request_id=st.session_state.get(_REQUEST_ID) or uuid.uuid4().hex)
 
 
 def show_error(error: EnqueuerError) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
+from enqueuer_core.access import Acting, Action
 from enqueuer_core.build import MAX_SCHEDULE_S, EnqueueRequest
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
 from enqueuer_core.errors import DuplicateTask, EnqueuerError
@@ -199,9 +200,10 @@ def show_result(result: EnqueueResult) -> None:
 
 
 def submit(enqueuer: Enqueuer, request: EnqueueRequest, preview: TaskPreview,
-           now: dt.datetime, automatic: bool) -> None:
+           now: dt.datetime, automatic: bool, acting: Acting) -> None:
+    """Enqueue as ``acting``: the core decides; a refusal is shown like any other error."""
     try:
-        result = enqueuer.enqueue(pinned_request(request, preview), now=now)
+        result = enqueuer.enqueue(pinned_request(request, preview), acting, now=now)
     except DuplicateTask as e:
         st.error(e.message, icon=":material/content_copy:")
         common.page_link(common.QUEUES, "Look for the existing task",
@@ -259,7 +261,14 @@ def main() -> None:
     automatic = st.session_state.get("key_mode") == AUTO
     preview = show_preview(enqueuer, request, automatic, now) if request else None
 
-    if st.button("Enqueue", type="primary", key="submit", icon=":material/send:"):
+    # Disabled, saying why, for whom the access config refuses: the core refuses them anyway.
+    acting = common.acting()
+    refused = acting.why_not(Action.ENQUEUE, name)
+    clicked = st.button("Enqueue", type="primary", key="submit", icon=":material/send:",
+                        disabled=refused is not None, help=refused)
+    if refused:
+        st.caption(f":material/lock: {refused}")
+    if clicked:
         st.session_state.pop("last_result", None)
         if request is None or preview is None:
             st.session_state[f"tried:{name}"] = True
@@ -269,10 +278,11 @@ def main() -> None:
                 problems or ["fix the payload (see the marked fields)."]),
                 icon=":material/block:")
         else:
-            submit(enqueuer, request, preview, now, automatic)
+            submit(enqueuer, request, preview, now, automatic, acting)
     last = st.session_state.get("last_result")
     if last is not None and last.service == name:
         show_result(last)
 
 
-main()
+if __name__ == "__main__":  # as st.navigation runs a page; tests import submit
+    main()

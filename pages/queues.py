@@ -16,8 +16,9 @@ import pandas as pd
 import streamlit as st
 
 from enqueuer_core import actions
+from enqueuer_core.access import Acting, Action
 from enqueuer_core.config import Settings
-from enqueuer_core.errors import EnqueuerError, TaskNotFound
+from enqueuer_core.errors import EnqueuerError, Forbidden, TaskNotFound
 from enqueuer_core.explain import explain_failure
 from enqueuer_core.inspect import (
     PAGE_SIZE,
@@ -34,13 +35,14 @@ PAGE_SIZES = [25, 50, 100, 200, 500]
 REFRESH_S = 5
 DETAILS_SHOWN = 5  # selected tasks shown in full; actions apply to all selected
 BUCKETS_S = [10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400]
-QUEUE_ACTIONS: dict[str, tuple[str, Callable[..., QueueSnapshot]]] = {
+QUEUE_ACTIONS: dict[str, tuple[str, Action, Callable[..., QueueSnapshot]]] = {
     "pause": ("Tasks stay in the queue but none is dispatched until it is resumed.",
-              actions.pause_queue),
-    "resume": ("Dispatching starts again, overdue tasks first.", actions.resume_queue),
+              Action.PAUSE, actions.pause_queue),
+    "resume": ("Dispatching starts again, overdue tasks first.", Action.RESUME,
+               actions.resume_queue),
     "purge": ("Every task of the queue is deleted, now. Their idempotency keys stay taken "
               "for a while: enqueuing them again is refused as a duplicate.",
-              actions.purge_queue),
+              Action.PURGE, actions.purge_queue),
 }
 
 
@@ -96,20 +98,29 @@ def queue_header(queue: QueueSnapshot) -> None:
 
 
 def queue_actions(queue: QueueSnapshot) -> None:
-    """Pause / resume / purge: each asks for a confirmation before it does anything."""
+    """Pause / resume / purge: each asks for a confirmation before it does anything.
+
+    A button the visitor's role cannot use is disabled, saying why; the core decides anyway.
+    """
+    acting = common.acting()
     c1, c2, c3, _ = st.columns([1, 1, 1, 3])
+    reasons = []
     for col, action, icon, useless in (
             (c1, "pause", ":material/pause:", queue.state == "PAUSED"),
             (c2, "resume", ":material/play_arrow:", queue.state == "RUNNING"),
             (c3, "purge", ":material/delete_sweep:", False)):
+        refused = acting.why_not(QUEUE_ACTIONS[action][1])
+        reasons.append(refused)
         if col.button(action.capitalize(), key=f"queue_{action}", icon=icon, width="stretch",
-                      disabled=useless):
+                      disabled=useless or refused is not None, help=refused):
             st.session_state["pending_queue_action"] = (action, queue.name)
+    if all(reasons):  # all three need the same role: one reason says it
+        st.caption(f":material/lock: {reasons[0]}")
     pending = st.session_state.get("pending_queue_action")
     if not pending or pending[1] != queue.name:
         return
     action, _ = pending
-    what, run = QUEUE_ACTIONS[action]
+    what = QUEUE_ACTIONS[action][0]
     with st.container(border=True):
         st.warning(f"**{action.capitalize()} `{queue.queue_id}`?** {what}")
         # One confirmation per action: a tick given for "pause" never confirms "purge".
@@ -125,13 +136,18 @@ def queue_actions(queue: QueueSnapshot) -> None:
         if not sure:
             st.error(f"Nothing done: tick “I understand” to {action} the queue.")
             return
-        with common.shown_errors():
-            after = run(common.enqueuer().client, queue.name)
-            st.session_state.pop("pending_queue_action", None)
-            common.after_action()
-            common.flash(f"{action.capitalize()}d queue {queue.queue_id}: now {after.state}, "
-                         f"{after.tasks_count_text} task(s).")
-            st.rerun()
+        queue_action(action, queue, acting)
+
+
+def queue_action(action: str, queue: QueueSnapshot, acting: Acting) -> None:
+    """Pause, resume or purge the queue as ``acting``; a refusal is shown, nothing changed."""
+    with common.shown_errors():
+        after = QUEUE_ACTIONS[action][2](common.enqueuer().client, queue.name, acting)
+        st.session_state.pop("pending_queue_action", None)
+        common.after_action()
+        common.flash(f"{action.capitalize()}d queue {queue.queue_id}: now {after.state}, "
+                     f"{after.tasks_count_text} task(s).")
+        st.rerun()
 
 
 # -- its tasks ------------------------------------------------------------------------------
@@ -288,38 +304,64 @@ def task_details(names: list[str], workers: list[WorkerSpec]) -> None:
 
 
 def task_actions(names: list[str], queue_id: str) -> None:
+    """Run now / delete the selected tasks; disabled, saying why, for a role that may not."""
+    acting = common.acting()
+    no_run, no_delete = acting.why_not(Action.RUN), acting.why_not(Action.DELETE)
     n = len(names)
     c1, c2, c3 = st.columns([1, 2, 1])
     if c1.button(f"Run now ({n})", key="run_now", icon=":material/play_circle:",
-                 help="Dispatch now, whatever the schedule, backoff or queue state."):
-        ran, failed = [], []
-        for name in names:
-            try:
-                actions.run_task(common.enqueuer().client, name)
-                ran.append(name)
-            except EnqueuerError as e:
-                failed.append(e.message)
-        _done(f"Dispatched {len(ran)} task(s) now.", failed)
+                 disabled=no_run is not None,
+                 help=no_run or "Dispatch now, whatever the schedule, backoff or queue state."):
+        run_now(names, acting)
     # The confirmation is for these tasks: another selection needs another tick.
     chosen = hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
     sure = c2.checkbox(f"I understand: delete {n} task(s) of {queue_id}",
-                       key=f"confirm_delete:{chosen}:{st.session_state.get('actions', 0)}")
-    if c3.button(f"Delete ({n})", key="delete", icon=":material/delete:"):
+                       key=f"confirm_delete:{chosen}:{st.session_state.get('actions', 0)}",
+                       disabled=no_delete is not None)
+    if no_run or no_delete:
+        st.caption(f":material/lock: {no_run or no_delete}")
+    if c3.button(f"Delete ({n})", key="delete", icon=":material/delete:",
+                 disabled=no_delete is not None, help=no_delete):
         if not sure:
             st.error("Nothing deleted: tick “I understand” first.")
             return
-        result = actions.delete_tasks(common.enqueuer().client, names)
-        if st.query_params.get("task") in result:
-            st.query_params.pop("task", None)
-        _done(f"Deleted {sum(e is None for e in result.values())} task(s).",
-              [e for e in result.values() if e])
+        delete(names, acting)
 
 
-def _done(message: str, failures: list[str]) -> None:
+def run_now(names: list[str], acting: Acting) -> None:
+    """Dispatch the tasks now as ``acting``; a refusal is shown, nothing dispatched."""
+    ran, failed = [], []
+    for name in names:
+        try:
+            actions.run_task(common.enqueuer().client, name, acting)
+            ran.append(name)
+        except Forbidden as e:  # the same answer for every task: stop at the first
+            common.show_error(e)
+            return
+        except EnqueuerError as e:
+            failed.append(e.message)
+    _done(f"Dispatched {len(ran)} task(s) now." if ran else None, failed)
+
+
+def delete(names: list[str], acting: Acting) -> None:
+    """Delete the tasks as ``acting``; a refusal is shown, nothing deleted."""
+    try:
+        result = actions.delete_tasks(common.enqueuer().client, names, acting)
+    except EnqueuerError as e:  # Forbidden: refused before any task was touched
+        common.show_error(e)
+        return
+    if st.query_params.get("task") in result:
+        st.query_params.pop("task", None)
+    _done(f"Deleted {sum(e is None for e in result.values())} task(s).",
+          [e for e in result.values() if e])
+
+
+def _done(message: str | None, failures: list[str]) -> None:
     common.after_action()
     # A new table key: the selection (rows of the old table) and the confirmation reset.
     st.session_state["actions"] = st.session_state.get("actions", 0) + 1
-    common.flash(message)
+    if message:
+        common.flash(message)
     for failure in failures:
         common.flash(failure, "error")
     st.rerun()
@@ -397,9 +439,10 @@ def main() -> None:
         head.subheader("Tasks")
         auto = toggle.toggle(f"Auto-refresh ({REFRESH_S} s)", key="auto_refresh")
         if auto:
-            st.fragment(run_every=REFRESH_S)(tasks_section)(path, workers)
+            common.fragment(tasks_section, run_every=REFRESH_S)(path, workers)
         else:
             tasks_section(path, workers)
 
 
-main()
+if __name__ == "__main__":  # as st.navigation runs a page; tests import its actions
+    main()

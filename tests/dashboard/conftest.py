@@ -2,15 +2,21 @@
 environment, so each test sets it (its own queues, a receiver as every worker) before
 ``AppTest.from_file("dashboard.py")``, and starts from empty Streamlit caches (the cached
 Enqueuer would otherwise keep the previous test's settings).
+
+The dashboard logs its users in with st.login (``DASHBOARD_AUTH=oidc``); AppTest stands in
+for the login with ``at.user``. Tests act as the local stack's admin unless they say whom
+(``dash.app(page, user=VIEWER)``): the emulator's access config is ``LOCAL_USERS``.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
@@ -29,7 +35,22 @@ SHORT = {"brain": "BRAIN", "testimonios": "TESTI", "transcripciones": "TRANS"}
 BRAIN_PAYLOAD = {"system_instructions_doc_id": "doc-sys", "base_prompt_doc_id": "doc-prompt",
                  "input_doc_id": "doc-in", "output_doc_id": "doc-out"}
 TIMEOUT_S = 20  # one script run: far more than it takes, reached only on a hang
+ADMIN, OPERATOR, VIEWER = ("admin@local-project.test", "operator@local-project.test",
+                           "viewer@local-project.test")
 _ids = itertools.count()
+
+
+def logged_in(email: str | None) -> dict[str, Any]:
+    """``at.user`` for a visitor logged in with st.login as ``email`` (None: logged out)."""
+    if email is None:
+        return {"is_logged_in": False}
+    return {"is_logged_in": True, "email": email, "email_verified": True}
+
+
+def audit_lines(out: str) -> list[dict[str, Any]]:
+    """The audit lines among what was written to stdout (capsys' ``out``)."""
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    return [x["audit"] for x in lines if "audit" in x]
 
 
 @dataclass
@@ -38,9 +59,11 @@ class Dash:
     receiver: Receiver
     queues: dict[str, str]  # service -> full queue name
 
-    def app(self, page: str | None = None, **query: str) -> AppTest:
-        """The dashboard, run once, then on ``page`` (``pages/queues.py``) with ``query``."""
+    def app(self, page: str | None = None, user: str | None = ADMIN, **query: str) -> AppTest:
+        """The dashboard as ``user`` (None: logged out), run once, then on ``page``
+        (``pages/queues.py``) with ``query``."""
         at = AppTest.from_file(DASHBOARD, default_timeout=TIMEOUT_S)
+        at.user = logged_in(user)
         at.run()
         if page:
             at.switch_page(page)
@@ -88,6 +111,9 @@ def make_dash(emulator: RunningEmulator, receiver: Receiver, monkeypatch: pytest
     monkeypatch.setenv("CALLER_SA", CALLER_SA)
     monkeypatch.delenv("WORKERS_FILE", raising=False)
     monkeypatch.delenv("ENQUEUER_API_URL", raising=False)
+    monkeypatch.setenv("DASHBOARD_AUTH", "oidc")
+    for var in ("IAP_AUDIENCE", "EMULATOR_HTTP_URL"):
+        monkeypatch.delenv(var, raising=False)
     return Dash(client, receiver, queues)
 
 
