@@ -16,6 +16,8 @@ import json
 import os
 import re
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +32,7 @@ from pathlib import Path
 from enqueuer_core.access import load_access
 from enqueuer_core.config import (
     LOCAL_ADMIN,
+    LOCAL_API_CALLER,
     LOCAL_CALLER_SA,
     LOCAL_PRINCIPAL,
     LOCAL_PROJECT,
@@ -350,25 +353,50 @@ def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes],
     raise ConfigError(f"{what} did not answer {url} within {START_TIMEOUT_S:.0f} s")
 
 
+def enqueuer_command(state: Path) -> str:
+    """How to call ``enqueuer --local`` from this shell so that it finds this stack: the
+    console script as the shell finds it, and ``ENQUEUER_STATE`` when the state is not in
+    the usual folder."""
+    exe = Path(sys.executable).with_name("enqueuer")
+    if shutil.which("enqueuer") == str(exe):
+        command = "enqueuer"
+    else:
+        try:
+            command = str(exe.relative_to(Path.cwd()))
+        except ValueError:
+            command = str(exe)
+    usual = (Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+             / "enqueuer" / "dev")
+    prefix = "" if state.resolve() == usual.resolve() else (
+        f"ENQUEUER_STATE={shlex.quote(str(state))} ")
+    return f"{prefix}{shlex.quote(command)} --local"
+
+
 def describe(profile: DevProfile, state: Path) -> list[str]:
+    local = enqueuer_command(state)
     lines = [f"Enqueuer dev stack is up (state in {state}):"]
     if profile.api:
         lines.append(f"  {'API':<15} {profile.api}   (docs: {profile.api}/docs)")
+        # Callers authenticate as on Google: an ID token for the API's URL, here from the
+        # emulator's issuer (inner quotes: the line is pasted into a shell as it is).
+        lines.append(f"  {'':<15} callers send an ID token: curl -H \"Authorization: Bearer "
+                     f"$({local} token)\" {profile.api}/workers")
+        lines.append(f"  {'':<15} (a token for {LOCAL_API_CALLER}, an operator; "
+                     "`token --as EMAIL` for another user)")
     dashboard = profile.dashboard or (
         "left out" if (ROOT / "dashboard.py").is_file() else "not part of Enqueuer yet")
     lines.append(f"  {'dashboard':<15} {dashboard}")
     if profile.dashboard:
         users = ", ".join(f"{m.split(':', 1)[1]} ({r})" for m, r in LOCAL_USERS.items())
         lines.append(f"  {'':<15} log in as {users}")
-    if profile.api:
-        lines.append(f"  {'':<15} callers send a token: curl -H \"Authorization: Bearer "
-                     f"$(enqueuer --local token)\" {profile.api}/workers")
     lines.append(f"  {'Cloud Tasks':<15} {profile.emulator_grpc} (gRPC), OIDC certs "
                  f"{profile.emulator_http}/oauth2/v1/certs")
+    lines.append(f"  {'sign-in':<15} {profile.emulator_http}/.well-known/openid-configuration "
+                 "(the local users' identity provider)")
     for worker, url in profile.services.items():
         path = WORKERS[worker][1] if worker in WORKERS else ""
         lines.append(f"  {worker:<15} {url}{path}   (what it received: {url}/_requests)")
-    lines.append("Other commands reach it with `enqueuer --local ...`. Ctrl-C stops everything.")
+    lines.append(f"Other commands reach it with `{local} ...`. Ctrl-C stops everything.")
     return lines
 
 

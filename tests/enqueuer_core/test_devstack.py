@@ -1,5 +1,6 @@
-"""``enqueuer dev``: start the whole stack, run the README's curl, see the job arrive
-verified at the local brain, stop with Ctrl-C, and leave no process behind."""
+"""``enqueuer dev``: start the whole stack, run the README's curl (with its token from
+``enqueuer --local token``), see the job arrive verified at the local brain, run the lines the
+stack prints, stop with Ctrl-C, and leave no process behind."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 ENQUEUER = str(Path(sys.executable).with_name("enqueuer"))
 README_CURL = next(line for line in (ROOT / "README.md").read_text().splitlines()
                    if line.startswith("curl ") and "/enqueue" in line)
+
+
+def run_readme_curl(api: str, state: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The README's curl to ``api``, as a developer runs it from the repository's root: its
+    ``$(.venv/bin/enqueuer --local token)`` finds the stack through ``ENQUEUER_STATE`` (and
+    ``env``, which wins over the stack's settings)."""
+    assert "$(.venv/bin/enqueuer --local token)" in README_CURL, README_CURL
+    return subprocess.run(README_CURL.replace("http://localhost:8080", api), shell=True,
+                          capture_output=True, text=True, timeout=30, check=True, cwd=ROOT,
+                          env={**os.environ, "ENQUEUER_STATE": str(state), **env})
 
 
 def children_of(pid: int) -> list[int]:
@@ -85,8 +96,8 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
     children = children_of(proc.pid)
     assert len(children) >= 2  # the emulator and the API
 
-    out = subprocess.run(README_CURL.replace("http://localhost:8080", api), shell=True,
-                         capture_output=True, text=True, timeout=20, check=True)
+    out = run_readme_curl(api, state)
+    assert out.stderr == "", out.stderr  # the token was minted: no error from the $(...)
     answer = json.loads(out.stdout)
     assert answer["ok"] is True and answer["service"] == "brain"
 
@@ -107,6 +118,26 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
                                                         "ENQUEUER_STATE": str(state)})
     assert queues.returncode == 0, queues.stderr
     assert {q["queue_id"] for q in json.loads(queues.stdout)} >= {"queue-brain"}
+
+    # The lines the stack prints work as printed, pasted into a shell where it was started.
+    said = "".join(lines)
+    token_line = next(line for line in lines if "callers send an ID token: " in line)
+    command = token_line.split("callers send an ID token: ", 1)[1].strip()
+    assert command.startswith('curl -H "Authorization: Bearer $(ENQUEUER_STATE=') and (
+        command.endswith(f"{api}/workers")), command
+    clean = {k: v for k, v in os.environ.items() if k != "ENQUEUER_STATE"}
+    workers = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30,
+                             env=clean, check=True)
+    assert "brain" in {w["name"] for w in json.loads(workers.stdout)["workers"]}
+    assert "operator@local-project.test, an operator" in said
+    assert f"{profile['emulator_http']}/.well-known/openid-configuration" in said
+    assert "log in as" not in said  # no dashboard in this stack
+    other = next(line for line in lines if line.startswith("Other commands reach it with `"))
+    local = other.split("`")[1].removesuffix(" ...")
+    listed = subprocess.run(f"{local} workers --json", shell=True, capture_output=True,
+                            text=True, timeout=30, env=clean, check=True)
+    (spec,) = [w for w in json.loads(listed.stdout) if w["name"] == "brain"]
+    assert spec["url"] == brain + "/process"  # this stack's brain, not the usual port's
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
