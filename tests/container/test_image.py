@@ -1,9 +1,10 @@
 """The production image, built from the unchanged Dockerfile and run for real, as Cloud Run
 runs it: PORT set, settings in the environment, a user that is not root. The API and the
 dashboard run as containers against an emulator stack on this machine (``enqueuer dev
---no-api --no-dashboard``); the README's curl goes through the containerised API and ends
-at the local brain; the dashboard renders in Chromium. See podman.py for how podman is set
-up on these machines.
+--no-api --no-dashboard``); the README's curl, with its token from the stack's emulator,
+goes through the containerised API and ends at the local brain; the dashboard, started with
+the emulator's defaults (no login), shows in Chromium what closed by default means. See
+podman.py for how podman is set up on these machines.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from tests.browser.conftest import (
 )
 from tests.container.podman import Podman, context_tag, copy_repository
 from tests.emulator.harness import wait_until
-from tests.enqueuer_core.test_devstack import start_dev, stop_dev
-from tests.test_app import README_CURL
+from tests.enqueuer_core.test_devstack import ENQUEUER, run_readme_curl, start_dev, stop_dev
 
 APP_UID = 10001
 START_TIMEOUT_S = 90.0  # a cold Streamlit import in a container on a busy 2-core machine
@@ -116,10 +116,12 @@ class Container:
 
 
 def start_container(podman: Podman, image: str, started: list[str],
-                    env: Mapping[str, str], health: str, *command: str) -> Container:
-    """Run ``image`` (its default command, or ``command``) on the host's network, on a free
-    port given as PORT, as Cloud Run would; return once ``health`` answers 200."""
-    port = free_port()
+                    env: Mapping[str, str], health: str, *command: str,
+                    port: int | None = None) -> Container:
+    """Run ``image`` (its default command, or ``command``) on the host's network, on
+    ``port`` (default: a free one) given as PORT, as Cloud Run would; return once ``health``
+    answers 200."""
+    port = port or free_port()
     name = f"enqueuer-test-{command[0] if command else 'default'}-{uuid.uuid4().hex[:8]}"
     started.append(name)  # before it exists: a half-started container is removed too
     variables = [f"--env={k}={v}" for k, v in {**env, "PORT": str(port)}.items()]
@@ -148,14 +150,15 @@ def logs(podman: Podman, name: str) -> str:
     return (out.stdout + out.stderr)[-5000:]
 
 
-def readme_curl(api_url: str, folder: Path) -> dict[str, object]:
-    """The README's curl (tests/test_app.py reads it) sent to ``api_url``: its answer."""
+def readme_curl(api_url: str, state: Path, folder: Path) -> dict[str, object]:
+    """The README's curl sent to ``api_url``: its answer. Its ``$(.venv/bin/enqueuer --local
+    token)`` mints the token from the stack in ``state``, for the container's URL (the
+    environment wins over the stack's settings, as everywhere with --local)."""
     # As in tests/test_app.py: the status code comes from a curlrc, so the command stays
     # the README's with only the address changed.
     (folder / ".curlrc").write_text('write-out = "\\n%{http_code}"\n')
-    out = subprocess.run(README_CURL.replace("http://localhost:8080", api_url), shell=True,
-                         capture_output=True, text=True, timeout=30, check=True,
-                         env={**os.environ, "CURL_HOME": str(folder)})
+    out = run_readme_curl(api_url, state, CURL_HOME=str(folder), API_AUDIENCE=api_url)
+    assert out.stderr == "", out.stderr  # the token was minted
     body, status = out.stdout.rsplit("\n", 1)
     assert status == "200", out.stdout
     return json.loads(body)
@@ -183,35 +186,56 @@ def stop(podman: Podman, name: str) -> int:
     return int(podman.run("inspect", "--format", "{{.State.ExitCode}}", name).stdout)
 
 
+@dataclass
+class DevStack:
+    profile: dict  # settings, service URLs (the stack's profile.json)
+    state: Path  # its state folder: ENQUEUER_STATE for `enqueuer --local`
+
+
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict]:
+def stack(tmp_path: Path) -> Iterator[DevStack]:
     """An emulator stack on this machine (emulator and the three workers, no API and no
-    dashboard: those come from the image); its profile (settings, service URLs)."""
+    dashboard: those come from the image)."""
     state = tmp_path / "state"
     proc, _ = start_dev(state, "--no-api", "--no-dashboard")
     try:
-        yield json.loads((state / "profile.json").read_text())
+        yield DevStack(json.loads((state / "profile.json").read_text()), state)
     finally:
         assert stop_dev(proc) == 0
 
 
 @pytest.mark.timeout(900)
 def test_the_api_and_the_dashboard_run_from_the_image_against_the_stack(
-        podman: Podman, image: str, stack: dict, tmp_path: Path) -> None:
-    settings: dict[str, str] = stack["settings"]
-    brain = stack["services"]["brain"]
+        podman: Podman, image: str, stack: DevStack, tmp_path: Path) -> None:
+    settings: dict[str, str] = stack.profile["settings"]
+    brain = stack.profile["services"]["brain"]
     started: list[str] = []
     try:
         # The default command is the API; the workers file is read where it was built in.
+        # It checks callers' ID tokens (API_AUTH=google, the stack's setting) against the
+        # emulator's keys, for its own URL.
+        port = free_port()
+        api_url = f"http://127.0.0.1:{port}"
         api = start_container(podman, image, started,
-                              {**settings, "WORKERS_FILE": WORKERS_FILE}, "/healthz")
+                              {**settings, "WORKERS_FILE": WORKERS_FILE,
+                               "API_AUDIENCE": api_url}, "/healthz", port=port)
+        assert settings["API_AUTH"] == "google"
         assert httpx.get(f"{api.url}/readyz", timeout=10).status_code == 200
-        (spec,) = [w for w in httpx.get(f"{api.url}/workers", timeout=10).json()["workers"]
-                   if w["name"] == "brain"]
+        anonymous = httpx.post(f"{api.url}/enqueue", timeout=10,
+                               json={"service": "brain", "payload": {"input_doc_id": "x"}})
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.json()["error"]["code"] == "unauthenticated"
+        token = subprocess.run([ENQUEUER, "--local", "token", "--audience", api.url],
+                               capture_output=True, text=True, timeout=30, check=True,
+                               env={**os.environ, "ENQUEUER_STATE": str(stack.state)}
+                               ).stdout.strip()
+        listed = httpx.get(f"{api.url}/workers", timeout=10,
+                           headers={"Authorization": f"Bearer {token}"})
+        (spec,) = [w for w in listed.json()["workers"] if w["name"] == "brain"]
         assert spec["description"] == BRAIN_DESCRIPTION
         assert spec["payload_schema"]["required"] == ["input_doc_id"]
 
-        answer = readme_curl(api.url, tmp_path)
+        answer = readme_curl(api.url, stack.state, tmp_path)
         assert answer["ok"] is True and answer["service"] == "brain"
         (request,) = wait_until(lambda: received(brain, str(answer["idempotency_key"])),
                                 timeout=30, interval=0.1, what="brain got the job")
@@ -230,6 +254,9 @@ def test_the_api_and_the_dashboard_run_from_the_image_against_the_stack(
                             image, "enqueuer", "queues", "--json")
         assert "queue-brain" in {q["queue_id"] for q in json.loads(queues.stdout)}
 
+        # The dashboard with the emulator's defaults: no login (DASHBOARD_AUTH none), so every
+        # visitor is allUsers, whom the access config gives no role: closed by default.
+        assert "DASHBOARD_AUTH" not in settings
         dashboard = start_container(podman, image, started,
                                     {**settings, "ENQUEUER_API_URL": api.url},
                                     "/_stcore/health", "dashboard")
@@ -240,11 +267,17 @@ def test_the_api_and_the_dashboard_run_from_the_image_against_the_stack(
             try:
                 page = browser.new_context(base_url=dashboard.url).new_page()
                 open_page(page, "/")
-                expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
-                expect(page.get_by_text("queue-brain").filter(visible=True).first
+                banner = page.get_by_text("No login (DASHBOARD_AUTH=none)")
+                expect(banner).to_be_visible()
+                expect(banner).to_contain_text("every visitor acts as allUsers, role none")
+                expect(page.get_by_text("you may not see Enqueuer's pages")).to_be_visible()
+                expect(page.get_by_text("allUsers has no role in Enqueuer's access config")
                        ).to_be_visible()
                 assert_no_exception(page)
-                screenshot(page, "container-dashboard-overview")
+                # Nothing of the queues shows: no page runs for a visitor without a role.
+                expect(page.get_by_role("heading", name="Overview", exact=True)).to_have_count(0)
+                expect(page.get_by_text("queue-brain")).to_have_count(0)
+                screenshot(page, "container-dashboard-closed-by-default")
             finally:
                 browser.close()
 
