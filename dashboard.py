@@ -14,9 +14,11 @@ AppTest.switch_page) and by its URL path (`/queues?queue=...&task=...`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NoReturn
 
 import streamlit as st
 from streamlit.errors import StreamlitAuthError
+from streamlit.navigation.page import StreamlitPage
 
 from enqueuer_core.access import ALL_USERS, AccessPolicy, Action
 from enqueuer_core.access.visitors import LoginNeeded, Visitor
@@ -46,14 +48,21 @@ PAGES = [
 ]
 
 
-def shut(show: Exception | None = None) -> None:
+def shut(show: EnqueuerError | None = None) -> NoReturn:
     """End the run with no page (and none in the sidebar), after ``show``'s error."""
-    # Still st.navigation, hidden: without it Streamlit would serve pages/ on its own.
-    st.navigation(PAGES, position="hidden")
-    if isinstance(show, EnqueuerError):
+    navigate(None)
+    if show is not None:
         common.show_error(show)
-    common.let_in(None)
     st.stop()
+    raise AssertionError("unreachable")  # st.stop raises
+
+
+def navigate(who: Visitor | None) -> StreamlitPage:
+    """st.navigation, before anything is drawn; its pages in the sidebar only for a visitor
+    let in. Always called, hidden too: without it Streamlit would serve pages/ on its own,
+    and in a fresh process a widget drawn before it would lose its first click."""
+    common.let_in(who)
+    return st.navigation(PAGES, position="sidebar" if who else "hidden")
 
 
 def missing_auth_keys() -> list[str]:
@@ -122,46 +131,53 @@ def no_role(who: Visitor, refusal: Forbidden) -> None:
     st.code(f'[access]\n"{who.member}" = "{Action.READ.needs.label}"', language="toml")
 
 
-def gate() -> Visitor:
-    """The visitor this run's page acts as; anyone else ends the run here."""
+def gate() -> None:
+    """Run the page for a visitor who may read; anyone else sees why, and no page."""
     try:
         settings, policy, config_error = common.gate_config()
         settings.check_dashboard_auth()
     except ConfigError as e:
         shut(e)
-        raise
-    who = visit(settings)
+    who: Visitor | None = None
+    turned_away: EnqueuerError | None = None
+    try:
+        who = common.who_visits(settings)
+    except LoginNeeded:
+        pass
+    except EnqueuerError as e:  # IAP refused, no email, IAP's keys unreachable
+        turned_away = e
+    if who is None:
+        navigate(None)
+        not_let_in(settings, turned_away)
+        st.stop()
+    try:
+        policy.decide(who.member, Action.READ)
+        refusal = None
+    except Forbidden as e:
+        refusal = e
+    navigation = navigate(None if refusal else who)
     identity(who, policy)
     if who.auth == "none":
         no_login_banner(policy)
-    try:
-        policy.decide(who.member, Action.READ)
-    except Forbidden as refusal:
+    if refusal:
         no_role(who, refusal)
-        shut()
-    common.let_in(who)
-    navigation = st.navigation(PAGES)
+        st.stop()
     # Settings that cannot work stop every page with the error and its fix, except
     # Diagnostics, which reads them leniently to report each as a failed check.
     if config_error is not None and navigation.url_path != "diagnostics":
         common.stop_with(config_error)
     navigation.run()
-    return who
 
 
-def visit(settings: Settings) -> Visitor:
-    try:
-        return common.who_visits(settings)
-    except LoginNeeded:
+def not_let_in(settings: Settings, why: EnqueuerError | None) -> None:
+    if why is None:
         login_page()
-    except EnqueuerError as e:
-        st.title("Enqueuer")
-        st.error(f"**You are not let in.** {e.message}\n\n`{e.code}`", icon=":material/lock:")
-        if settings.dashboard_auth == "oidc" and st.button("Log out", key="logout",
-                                                           icon=":material/logout:"):
-            st.logout()
-    shut()
-    raise AssertionError("unreachable")  # shut stops the run
+        return
+    st.title("Enqueuer")
+    st.error(f"**You are not let in.** {why.message}\n\n`{why.code}`", icon=":material/lock:")
+    if settings.dashboard_auth == "oidc" and st.button("Log out", key="logout",
+                                                       icon=":material/logout:"):
+        st.logout()
 
 
 gate()

@@ -5,6 +5,11 @@ on ephemeral ports, state in a temporary folder), one Chromium per session, a fr
 browser context per test. Nothing waits for time: every step waits for the app to say it
 is connected and idle (the idea of streamlit's ``e2e_playwright`` ``wait_for_app_run``)
 or for the element the test expects, with a timeout.
+
+The dashboard logs its users in (st.login against the emulator's identity provider). Each
+user logs in once per session, for real (``login``: "Log in", then their button on the
+emulator's "Choose an account" page); each test's fresh context starts with that login's
+cookies. ``page`` is the local admin's; ``visit(email)`` gives another user's.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.emulator.harness import wait_until
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - a setup problem, said in one line
     raise pytest.UsageError(
         "the browser tests need Playwright's Python package: "
@@ -46,6 +53,9 @@ expect.set_options(timeout=TIMEOUT_MS)
 # websocket is up, and the script is not running (initial -> running -> notRunning).
 _CONNECTED = "[data-testid='stApp'][data-test-connection-state='CONNECTED']"
 _IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+ADMIN, OPERATOR, VIEWER = ("admin@local-project.test", "operator@local-project.test",
+                           "viewer@local-project.test")
+IAP_AUDIENCE = "/projects/123456789/locations/us-central1/services/enqueuer-dashboard"
 
 
 def chromium_path() -> str:
@@ -67,6 +77,13 @@ class Stack:
     api: str
     services: dict[str, str]
     output: list[str]
+    emulator_http: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # the API's (and --local's)
+
+    @property
+    def api_audience(self) -> str:
+        """What callers' ID tokens must be for: the API's URL."""
+        return self.settings.get("API_AUDIENCE") or self.api
 
     def env(self) -> dict[str, str]:
         """The environment for ``enqueuer --local ...`` against this stack."""
@@ -116,7 +133,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if not profile.get("dashboard") or not profile.get("api"):
             pytest.fail(f"`enqueuer dev` started no dashboard or no API: {profile}")
         running = Stack(proc, state, profile["dashboard"], profile["api"],
-                        profile["services"], output)
+                        profile["services"], output, profile["emulator_http"],
+                        profile["settings"])
     except BaseException:
         _stop(proc)
         raise
@@ -136,17 +154,127 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
-    """A fresh browser context (no cookies, no session) on the dashboard's origin."""
-    context = browser.new_context(base_url=stack.dashboard,
-                                  viewport={"width": 1400, "height": 1400})
+def new_context(browser: Browser, base_url: str, **options: Any) -> BrowserContext:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1400, "height": 1400},
+                                  **options)
     context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
+    return context
+
+
+def login(page: Page, email: str) -> None:
+    """Log in as ``email`` the way a user does: "Log in" on the dashboard, then the user's
+    button on the emulator's "Choose an account" page, and back on the dashboard."""
+    open_page(page, "/")
+    page.get_by_role("button", name="Log in").click()
+    page.locator(f"button[data-email='{email}']").click()  # on the emulator's page
+    expect(page.get_by_test_id("stSidebarUserContent")).to_contain_text(email)
+    wait_for_app_run(page)
+
+
+@pytest.fixture(scope="package")
+def logins(browser: Browser, stack: Stack) -> Callable[[str], dict[str, Any]]:
+    """``logins(email)``: the cookies of ``email``'s login, logging in the first time."""
+    states: dict[str, dict[str, Any]] = {}
+
+    def state(email: str) -> dict[str, Any]:
+        if email not in states:
+            context = new_context(browser, stack.dashboard)
+            try:
+                login(context.new_page(), email)
+                states[email] = dict(context.storage_state())
+            finally:
+                context.close()
+        return states[email]
+
+    return state
+
+
+class Visits:
+    """Fresh browser contexts, each logged in as someone; all closed at the end."""
+
+    def __init__(self, browser: Browser, base_url: str,
+                 logins: Callable[[str], dict[str, Any]]) -> None:
+        self.browser, self.base_url, self.logins = browser, base_url, logins
+        self.contexts: list[BrowserContext] = []
+        self.pages: list[Page] = []
+
+    def __call__(self, email: str | None, headers: dict[str, str] | None = None,
+                 base_url: str | None = None) -> Page:
+        """A page logged in as ``email`` (None: nobody), sending ``headers`` with every
+        request, on ``base_url`` (the dashboard's by default)."""
+        context = new_context(self.browser, base_url or self.base_url,
+                              storage_state=self.logins(email) if email else None)
+        self.contexts.append(context)
+        if headers:
+            context.set_extra_http_headers(headers)
+        self.pages.append(context.new_page())
+        return self.pages[-1]
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def visit(browser: Browser, stack: Stack, logins) -> Iterator[Visits]:
+    visits = Visits(browser, stack.dashboard, logins)
     try:
-        yield pg
+        yield visits
     finally:
-        context.close()
+        visits.close()
+
+
+@pytest.fixture
+def page(visit: Visits) -> Page:
+    """A fresh browser context on the dashboard, logged in as the local admin."""
+    return visit(ADMIN)
+
+
+def start_dashboard(stack: Stack, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Another dashboard process on the stack, with ``env`` over the stack's settings; its URL
+    once it answers. The caller stops it (``_stop``)."""
+    from enqueuer_core.devstack import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (stack.state / "logs" / f"dashboard-{port}.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, **stack.settings, "PYTHONUNBUFFERED": "1", **env})
+    log.close()
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, timeout=STACK_START_TIMEOUT_S, interval=0.1,
+                   what=f"the dashboard on {url} answers")
+        if proc.poll() is not None:
+            pytest.fail(f"the dashboard exited ({proc.returncode}): see {log.name}")
+    except BaseException:
+        _stop(proc)  # type: ignore[arg-type]
+        raise
+    return proc, url
+
+
+@pytest.fixture(scope="package")
+def iap_dashboard(stack: Stack) -> Iterator[str]:
+    """The dashboard as it runs behind IAP (DASHBOARD_AUTH=iap): its URL. Tests stand where
+    IAP would, sending ``x-goog-iap-jwt-assertion`` from the emulator's IAP keys."""
+    proc, url = start_dashboard(stack, {"DASHBOARD_AUTH": "iap", "IAP_AUDIENCE": IAP_AUDIENCE})
+    try:
+        yield url
+    finally:
+        _stop(proc)  # type: ignore[arg-type]
 
 
 def wait_for_app_run(page: Page, timeout_ms: int = TIMEOUT_MS) -> None:
@@ -189,7 +317,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """On a failure, keep a screenshot of the page as it was, named after the test."""
     outcome = yield
     report = outcome.get_result()
-    page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
+    funcargs = getattr(item, "funcargs", {})
+    visits = funcargs.get("visit")
+    page = funcargs.get("page") or (visits.pages[-1] if isinstance(visits, Visits)
+                                    and visits.pages else None)
     if report.when != "call" or not report.failed:
         return
     if page is not None:
@@ -198,6 +329,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             report.sections.append(("screenshot", str(path)))
         except Exception as e:  # the page may be gone; the failure itself matters more
             report.sections.append(("screenshot", f"no screenshot: {e}"))
-    stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
+    stack = funcargs.get("stack")
     if isinstance(stack, Stack):
         report.sections.append(("enqueuer dev output and logs", stack.logs()))
