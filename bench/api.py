@@ -5,8 +5,11 @@ nothing is dispatched, state in a temporary SQLite file) and the API
 (``python -m uvicorn app:app`` on a free port, its environment pointing at the emulator)
 as subprocesses, then, with the same concurrency and count and unique idempotency keys:
 
-1. ``Enqueuer.enqueue_async`` called directly in this process;
-2. ``POST /enqueue`` through the API, with aiohttp's client;
+1. ``Enqueuer.enqueue_async`` called directly in this process, as the local operator (the
+   access decision and the audit line included; the lines go to /dev/null);
+2. ``POST /enqueue`` through the API, with aiohttp's client, each request carrying the local
+   operator's ID token from the emulator's issuer (the API verifies it every time, from its
+   cached certificates; its audit lines go to its log);
 
 each from one event loop with the same number of requests in flight.
 
@@ -21,6 +24,7 @@ exit status 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -34,14 +38,16 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from processes import start_emulator, stop
+from processes import READY, start_emulator, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from enqueuer_core.access import Acting, member_for_email  # noqa: E402
 from enqueuer_core.build import EnqueueRequest  # noqa: E402
-from enqueuer_core.config import load_settings  # noqa: E402
+from enqueuer_core.config import LOCAL_API_CALLER, load_settings  # noqa: E402
 from enqueuer_core.enqueue import Enqueuer  # noqa: E402
+from enqueuer_core.tokens import mint_id_token  # noqa: E402
 
 N = 3_000
 CONCURRENCY = 16
@@ -130,9 +136,14 @@ def run(tmp: Path) -> bool:
         emulator, target = start_emulator(tmp, CONFIG)
         procs.append(emulator)
 
-        settings_env = {"CLOUD_TASKS_EMULATOR_HOST": target, "PROJECT_ID": PROJECT,
-                        "TASKS_REGION": REGION}
+        found = READY.search((tmp / "emulator.log").read_text())
+        assert found, "the emulator's ready line names its HTTP address"
+        emulator_http = found["http"]
         port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        settings_env = {"CLOUD_TASKS_EMULATOR_HOST": target, "PROJECT_ID": PROJECT,
+                        "TASKS_REGION": REGION, "EMULATOR_HTTP_URL": emulator_http,
+                        "API_AUDIENCE": url}
         alog = tmp / "api.log"
         with alog.open("w") as log:
             api = subprocess.Popen(
@@ -141,13 +152,14 @@ def run(tmp: Path) -> bool:
                 cwd=ROOT, env={**env, **settings_env}, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
         procs.append(api)
-        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: reachable(url + "/healthz"), "the API", api, alog)
         print(f"emulator pid {emulator.pid} at {target}; API pid {api.pid} at {url}; "
               f"{N:,} enqueues each, {CONCURRENCY} at a time, queues paused", flush=True)
 
         run_id = uuid.uuid4().hex[:8]
         enqueuer = Enqueuer(load_settings(**{k.lower(): v for k, v in settings_env.items()}))
+        operator = Acting(member_for_email(LOCAL_API_CALLER), enqueuer.access, "api")
+        token = {"Authorization": f"Bearer {mint_id_token(emulator_http, LOCAL_API_CALLER, url)}"}
         failures: list[str] = []
         pids = {"bench": os.getpid(), "API": api.pid, "emulator": emulator.pid}
 
@@ -158,7 +170,7 @@ def run(tmp: Path) -> bool:
                 request = EnqueueRequest(service="testimonios", payload=PAYLOAD,
                                          idempotency_key=f"{run_id}-{phase}-{i}")
                 try:
-                    await enqueuer.enqueue_async(request)
+                    await enqueuer.enqueue_async(request, operator)
                     return True
                 except Exception as e:  # counted and shown, never hidden
                     failures.append(f"direct: {type(e).__name__}: {e}")
@@ -170,7 +182,7 @@ def run(tmp: Path) -> bool:
             async with aiohttp.ClientSession(url, connector=connector) as http:
 
                 async def through_api(i: int, phase: str = "api") -> bool:
-                    async with http.post("/enqueue", json={
+                    async with http.post("/enqueue", headers=token, json={
                         "service": "testimonios", "payload": PAYLOAD,
                         "idempotency_key": f"{run_id}-{phase}-{i}"}) as r:
                         body = await r.read()
@@ -178,10 +190,12 @@ def run(tmp: Path) -> bool:
                         failures.append(f"api: {r.status} {body[:200]!r}")
                     return r.status == 200
 
-                # Warm both paths up: connections, the gRPC channel, imports, caches.
-                await measure(lambda i: direct(i, "warm-direct"), WARMUP)
-                await measure(lambda i: through_api(i, "warm-api"), WARMUP)
-                d = await cpu_per_enqueue(pids, lambda: measure(direct, N))
+                # Warm both paths up: connections, the gRPC channel, imports, caches (the
+                # API's certificates among them).
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    await measure(lambda i: direct(i, "warm-direct"), WARMUP)
+                    await measure(lambda i: through_api(i, "warm-api"), WARMUP)
+                    d = await cpu_per_enqueue(pids, lambda: measure(direct, N))
                 a = await cpu_per_enqueue(pids, lambda: measure(through_api, N))
             return d, a
 

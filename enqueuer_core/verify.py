@@ -20,7 +20,13 @@ what to change:
 
 Certificates are cached in the process for the ``max-age`` the endpoint sends (5 minutes
 when it sends none, 1 hour at most), and fetched again when a token names a key the cache
-does not have (Google rotated its keys), at most once every 30 seconds.
+does not have (Google rotated its keys), at most once every 30 seconds. A token that verified
+is remembered until it expires (its senders reuse it): the next check of the same token is a
+lookup and a look at the clock.
+
+The same machinery (``bearer_token``, ``verified_claims``, the certificates cache) checks the
+API's own callers (``enqueuer_core.access.callers``): it reports a refused token as facts
+(``TokenRejected``), and each door words them for its callers.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import re
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import requests
 from google.auth import exceptions as gauth_exc
@@ -106,16 +112,24 @@ class CertsCachingRequest(transport.Request):
             return self._inner(url, method=method, body=body, headers=headers,
                                timeout=timeout, **kwargs)
         now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(url)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit = self.cached(url)
+        if hit is not None:
+            return hit
         response = self._inner(url, method="GET", headers=headers, timeout=timeout, **kwargs)
         if response.status == 200:
             answer = _Cached(response.status, dict(response.headers), response.data)
             with self._lock:
                 self._entries[url] = (now + _ttl(response.headers), answer)
         return response
+
+    @property
+    def cached_only(self) -> transport.Request:
+        """This transport answering only from memory: ``WouldFetch`` instead of a fetch."""
+        return _CachedOnly(self)
+
+    def cached(self, url: str) -> transport.Response | None:
+        hit = self._entries.get(url)  # one dict read: atomic, no lock needed
+        return hit[1] if hit and hit[0] > time.monotonic() else None
 
     def forget(self, url: str) -> bool:
         """Drop ``url``'s answer, unless that was done less than ``REFETCH_EVERY_S`` ago."""
@@ -125,6 +139,19 @@ class CertsCachingRequest(transport.Request):
                 return False
             self._forgotten[url] = now
             return self._entries.pop(url, None) is not None
+
+
+class _CachedOnly(transport.Request):
+    def __init__(self, cache: CertsCachingRequest) -> None:
+        self._cache = cache
+
+    def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                 **kwargs: Any) -> transport.Response:
+        hit = self._cache.cached(url) if method == "GET" and body is None else None
+        if hit is None:
+            raise WouldFetch(url)
+        return hit
 
 
 def _ttl(headers: Mapping[str, str]) -> float:
@@ -155,15 +182,16 @@ def verify_request(
     audiences = _non_empty("audience", audience)
     callers = _non_empty("allowed_callers", allowed_callers)
     url = certs_url or GOOGLE_CERTS_URL
-    token = _bearer_token(headers)
-    claims = _verified_claims(token, audiences, url)
-    issuer = claims.get("iss")
-    if issuer not in GOOGLE_ISSUERS:
-        raise RequestNotVerified(
-            f"The token was issued by {issuer!r}, not by Google ({GOOGLE_ISSUERS[0]}): only "
-            "Google-signed ID tokens, as Cloud Tasks sends for a task with an oidc_token, "
-            "are accepted."
-        )
+    try:
+        claims = verified_claims(bearer_token(headers), audiences, url)
+    except TokenRejected as e:
+        raise RequestNotVerified(_worker_message(e, audiences, url)) from None
+    except CertsUnreachable as e:
+        raise CertsUnavailable(
+            f"Could not fetch the signing certificates from {url} ({e.detail}): the "
+            "request was not verified; let Cloud Tasks retry it, and check that this "
+            "worker can reach that URL."
+        ) from None
     email = claims.get("email")
     if not email:
         raise CallerNotAllowed(
@@ -183,7 +211,7 @@ def verify_request(
             f"{claims.get('email_verified')!r}): Google verifies service-account emails; "
             "send the task with a service account as its oidc_token."
         )
-    return dict(claims)
+    return claims
 
 
 def _non_empty(name: str, value: str | Collection[str]) -> list[str]:
@@ -198,46 +226,138 @@ def _non_empty(name: str, value: str | Collection[str]) -> list[str]:
     return values
 
 
-def _bearer_token(headers: Headers) -> str:
+def _worker_message(e: TokenRejected, audiences: list[str], certs_url: str) -> str:
+    """What a worker's caller (Cloud Tasks, or whoever called it) is told, and what to change."""
+    f = e.facts
+    if e.reason == "no_header":
+        return ("The request has no Authorization header: Cloud Tasks sends 'Bearer <ID token>' "
+                "only for a task with an oidc_token. Set CALLER_SA on the enqueuer, and check "
+                "that nothing between Cloud Tasks and this worker drops the header.")
+    if e.reason == "several_headers":
+        return f"The request has {f['count']} different Authorization headers: send one."
+    if e.reason == "not_bearer":
+        return (f"The Authorization header is {f['shown']!r}, not 'Bearer <ID token>': this "
+                "worker accepts only the OIDC token Cloud Tasks sends for a task with an "
+                "oidc_token.")
+    if e.reason == "signature_removed":
+        return ("The token's signature was removed by Google (SIGNATURE_REMOVED_BY_GOOGLE), as "
+                "Cloud Run does to a token it has checked, so it cannot be verified here: verify "
+                "the token Cloud Tasks sends in Authorization, or rely on Cloud Run's IAM check.")
+    if e.reason == "audience":
+        expected = audiences[0] if len(audiences) == 1 else f"one of {', '.join(audiences)}"
+        return (f"The token's audience is {f['audience']!r}; this worker expects {expected}: set "
+                f"the worker's AUD_* (or its audience in the workers file) to {audiences[0]} on "
+                "the enqueuer.")
+    if e.reason == "expired":
+        return (f"The token expired at {f['expired_at']}: Cloud Tasks mints a fresh one for "
+                "each attempt, so this request was replayed or this worker's clock is wrong.")
+    if e.reason == "early":
+        return f"The token is issued in the future ({f['detail']}): check this worker's clock."
+    if e.reason == "unknown_key":
+        return (f"The token is signed with a key {certs_url} does not publish: it was not minted "
+                "by Google (locally: by the emulator whose certificates this worker reads).")
+    if e.reason == "signature":
+        return (f"The token's signature does not verify against {certs_url}: it was altered, "
+                "or minted by someone other than Google.")
+    if e.reason == "issuer":
+        return (f"The token was issued by {f['issuer']!r}, not by Google ({GOOGLE_ISSUERS[0]}): "
+                "only Google-signed ID tokens, as Cloud Tasks sends for a task with an "
+                "oidc_token, are accepted.")
+    return (f"The bearer token is not a valid Google ID token ({f.get('detail', e.reason)}): "
+            "this worker accepts only the OIDC token Cloud Tasks sends for a task with an "
+            "oidc_token.")
+
+
+# ---- the machinery both doors share: workers (above) and the API's callers (access.callers) --
+
+
+Reason = Literal["no_header", "several_headers", "not_bearer", "signature_removed", "malformed",
+                 "audience", "expired", "early", "unknown_key", "signature", "issuer"]
+
+
+class TokenRejected(Exception):
+    """Why a bearer token was refused, as facts rather than words: ``reason`` and what goes
+    with it (``header``, ``count``, ``shown``, ``audience``, ``expired_at``, ``issuer``,
+    ``detail``). Each door tells its own callers what to do about it. Never the token."""
+
+    def __init__(self, reason: Reason, **facts: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.facts = facts
+
+
+class CertsUnreachable(Exception):
+    """The signing certificates could not be fetched: nothing was verified; retry."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"{url}: {detail}")
+        self.url, self.detail = url, detail
+
+
+class WouldFetch(Exception):
+    """``verified_claims(..., fetch=False)`` needed certificates it has not cached."""
+
+
+REMOVED_SIGNATURE = "SIGNATURE_REMOVED_BY_GOOGLE"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9._~+/-]{0,19}$")  # an auth scheme, not a token
+
+
+def header_values(headers: Headers, name: str) -> list[str]:
+    """The distinct values of header ``name`` (any case), stripped, in order."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    found = {_text(v).strip() for k, v in pairs if _text(k).lower() == "authorization"}
+    wanted = name.lower()
+    return list(dict.fromkeys(_text(v).strip() for k, v in pairs if _text(k).lower() == wanted))
+
+
+def bearer_token(headers: Headers, header: str = "Authorization") -> str:
+    """The token of ``header: Bearer <token>``, or ``TokenRejected`` saying what is wrong."""
+    found = header_values(headers, header)
     if not found:
-        raise RequestNotVerified(
-            "The request has no Authorization header: Cloud Tasks sends 'Bearer <ID token>' "
-            "only for a task with an oidc_token. Set CALLER_SA on the enqueuer, and check "
-            "that nothing between Cloud Tasks and this worker drops the header."
-        )
+        raise TokenRejected("no_header", header=header)
     if len(found) > 1:
-        raise RequestNotVerified(
-            f"The request has {len(found)} different Authorization headers: send one."
-        )
-    scheme, _, token = found.pop().partition(" ")
+        raise TokenRejected("several_headers", header=header, count=len(found))
+    scheme, _, token = found[0].partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        shown = scheme if scheme.lower() != "bearer" else "Bearer with a malformed token"
-        raise RequestNotVerified(
-            f"The Authorization header is {shown[:40]!r}, not 'Bearer <ID token>': this worker "
-            "accepts only the OIDC token Cloud Tasks sends for a task with an oidc_token."
-        )
+        # The scheme is shown to say what came instead; a value with no scheme may be a bare
+        # token, which is never echoed.
+        shown = (("Bearer with a malformed token" if scheme.lower() == "bearer" else scheme)
+                 if _SCHEME.match(scheme) else "a value with no scheme")
+        raise TokenRejected("not_bearer", header=header, shown=shown)
     return token
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+def signature_removed(token: str) -> bool:
+    """Whether Google replaced the token's signature (Cloud Run does, for the token it checked
+    in ``X-Serverless-Authorization`` and for a user's gcloud token): it cannot be verified."""
+    return token.rpartition(".")[2] == REMOVED_SIGNATURE
 
 
-def _verified_claims(token: str, audiences: list[str], certs_url: str) -> Mapping[str, Any]:
+def verified_claims(token: str, audiences: list[str], certs_url: str, *,
+                    fetch: bool = True) -> dict[str, Any]:
+    """The claims of a Google ID token whose signature, expiry, audience and issuer hold.
+
+    ``TokenRejected`` says why not; ``CertsUnreachable`` when the certificates could not be
+    fetched. With ``fetch=False`` it answers only from cached certificates, raising
+    ``WouldFetch`` when it would need the network (so that an event loop can verify inline and
+    fetch in a thread).
+    """
+    if signature_removed(token):
+        raise TokenRejected("signature_removed")
+    key = (token, tuple(audiences), certs_url)
+    known = _verified.get(key)
+    if known is not None:
+        _check_times(known)  # the signature, audience and issuer held; the time may not
+        return dict(known)
+    transport_ = _request if fetch else _request.cached_only
     for attempt in (1, 2):
         try:
-            return id_token.verify_token(token, _request, audience=audiences,
-                                         certs_url=certs_url,
-                                         clock_skew_in_seconds=CLOCK_SKEW_S)
+            claims = dict(id_token.verify_token(token, transport_, audience=audiences,
+                                                certs_url=certs_url,
+                                                clock_skew_in_seconds=CLOCK_SKEW_S))
+            break
         except gauth_exc.TransportError as e:
-            raise CertsUnavailable(
-                f"Could not fetch the signing certificates from {certs_url} ({e}): the "
-                "request was not verified; let Cloud Tasks retry it, and check that this "
-                "worker can reach that URL."
-            ) from None
+            raise CertsUnreachable(certs_url, str(e)) from None
         except ImportError:
             raise ValueError(
                 f"{certs_url} serves JSON Web Keys, which google-auth reads only with pyjwt: "
@@ -246,45 +366,54 @@ def _verified_claims(token: str, audiences: list[str], certs_url: str) -> Mappin
         except (gauth_exc.GoogleAuthError, ValueError) as e:
             if attempt == 1 and "Certificate for key id" in str(e) and _request.forget(certs_url):
                 continue  # Google rotated its keys since the certificates were cached
-            raise _not_verified(str(e), token, audiences, certs_url) from None
-    raise AssertionError("unreachable")
+            raise _rejected(str(e), token) from None
+    else:
+        raise AssertionError("unreachable")
+    issuer = claims.get("iss")
+    if issuer not in GOOGLE_ISSUERS:
+        raise TokenRejected("issuer", issuer=issuer)
+    if len(_verified) >= MAX_VERIFIED:
+        _verified.clear()
+    _verified[key] = claims
+    return dict(claims)
 
 
-def _not_verified(reason: str, token: str, audiences: list[str], certs_url: str) -> EnqueuerError:
-    expected = audiences[0] if len(audiences) == 1 else f"one of {', '.join(audiences)}"
+# Tokens already verified, by (token, audiences, certs URL): a caller sends the same token for
+# as long as it lasts (Google's libraries until it nearly expires, Cloud Tasks and the emulator
+# for minutes), and a dictionary lookup is ~50 times cheaper than parsing the certificate and
+# checking an RSA signature again. Only the exact token string hits; its times are checked on
+# every use.
+_verified: dict[tuple[str, tuple[str, ...], str], dict[str, Any]] = {}
+MAX_VERIFIED = 10_000
+
+
+def _check_times(claims: Mapping[str, Any]) -> None:
+    now = time.time()
+    if now < claims["iat"] - CLOCK_SKEW_S:
+        raise TokenRejected("early", detail=f"issued at {claims['iat']}, now {int(now)}")
+    if claims["exp"] + CLOCK_SKEW_S < now:
+        when = dt.datetime.fromtimestamp(claims["exp"], dt.UTC).isoformat()
+        raise TokenRejected("expired", expired_at=when)
+
+
+def _rejected(reason: str, token: str) -> TokenRejected:
     # google-auth checks the signature first: past it, the payload can be trusted.
     if "wrong audience" in reason:
-        aud = jwt.decode(token, verify=False).get("aud")
-        return RequestNotVerified(
-            f"The token's audience is {aud!r}; this worker expects {expected}: set the "
-            f"worker's AUD_* (or its audience in the workers file) to {audiences[0]} on the "
-            "enqueuer."
-        )
+        return TokenRejected("audience", audience=jwt.decode(token, verify=False).get("aud"))
     if "Token expired" in reason:
         exp = jwt.decode(token, verify=False).get("exp")
         when = dt.datetime.fromtimestamp(exp, dt.UTC).isoformat() if exp else "?"
-        return RequestNotVerified(
-            f"The token expired at {when}: Cloud Tasks mints a fresh one for each attempt, "
-            "so this request was replayed or this worker's clock is wrong."
-        )
+        return TokenRejected("expired", expired_at=when)
     if "too early" in reason:
-        return RequestNotVerified(
-            f"The token is issued in the future ({reason}): check this worker's clock."
-        )
+        return TokenRejected("early", detail=reason)
     if "Certificate for key id" in reason:
-        return RequestNotVerified(
-            f"The token is signed with a key {certs_url} does not publish: it was not minted "
-            "by Google (locally: by the emulator whose certificates this worker reads)."
-        )
+        return TokenRejected("unknown_key")
     if "signature" in reason:
-        return RequestNotVerified(
-            f"The token's signature does not verify against {certs_url}: it was altered, "
-            "or minted by someone other than Google."
-        )
+        return TokenRejected("signature")
     if "Wrong number of segments" in reason:
         reason = "a JWT has three dot-separated parts"
-    detail = reason.split(": b'")[0][:200]  # never echo the token back
-    return RequestNotVerified(
-        f"The bearer token is not a valid Google ID token ({detail}): this worker "
-        "accepts only the OIDC token Cloud Tasks sends for a task with an oidc_token."
-    )
+    return TokenRejected("malformed", detail=reason.split(": b'")[0][:200])  # never the token
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value

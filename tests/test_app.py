@@ -1,5 +1,6 @@
 """The HTTP API as a client program uses it: a real uvicorn server, the real emulator, a
-real worker (the receiver), the real ``curl``. Nothing is patched.
+real worker (the receiver), the real ``curl``. Nothing is patched. Callers send an operator's
+ID token from the emulator's issuer (who may do what: ``test_api_auth.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tests.emulator.harness import (
 )
 from tests.receiver import Received, Receiver
 from tests.serving import serving
+from tests.tokens import bearer
 
 PROJECT, REGION = "test-project", "us-central1"
 CALLER_SA = "caller@test-project.iam.gserviceaccount.com"
@@ -50,6 +52,7 @@ PATHS = {"brain": "/process", "testimonios": "/generate-testimony",
          "transcripciones": "/api/transcribe"}
 SHORT = {"brain": "BRAIN", "testimonios": "TESTI", "transcripciones": "TRANS"}
 ANSWER_KEYS = ["ok", "task", "service", "queue", "deadline_s", "idempotency_key"]
+OPERATOR = "operator@local-project.test"  # an operator of the local stack's users
 BRAIN_PAYLOAD = {"system_instructions_doc_id": "doc-sys", "base_prompt_doc_id": "doc-prompt",
                  "input_doc_id": "doc-in", "output_doc_id": "doc-out"}
 # The README's example, read from the README itself: only the address is replaced.
@@ -89,20 +92,28 @@ def make_queues(emulator: RunningEmulator, prefix: str, paused: bool) -> dict[st
     return queues
 
 
-def settings_for(target: str, worker_url: str, queues: dict[str, str]) -> Settings:
-    fields: dict[str, object] = {"cloud_tasks_emulator_host": target, "project_id": PROJECT,
-                                 "tasks_region": REGION, "caller_sa": CALLER_SA}
+def settings_for(emulator: RunningEmulator, worker_url: str, queues: dict[str, str],
+                 **more: object) -> Settings:
+    fields: dict[str, object] = {"cloud_tasks_emulator_host": emulator.target,
+                                 "emulator_http_url": emulator.http_url, "project_id": PROJECT,
+                                 "tasks_region": REGION, "caller_sa": CALLER_SA, **more}
     for service, short in SHORT.items():
         fields[f"url_{short.lower()}"] = worker_url + PATHS[service]
         fields[f"queue_{short.lower()}"] = queues[service].rsplit("/", 1)[1]
     return load_settings(**fields)
 
 
+def operator_token(emulator: RunningEmulator, settings: Settings) -> dict[str, str]:
+    assert settings.api_audience
+    return bearer(emulator.http_url, OPERATOR, settings.api_audience)
+
+
 @contextmanager
 def running_api(emulator: RunningEmulator, worker_url: str, paused: bool) -> Iterator[Api]:
     queues = make_queues(emulator, f"app-{uuid.uuid4().hex[:8]}", paused)
-    settings = settings_for(emulator.target, worker_url, queues)
-    with serving(create_app(settings)) as url, httpx.Client(base_url=url, timeout=20) as http:
+    settings = settings_for(emulator, worker_url, queues)
+    with serving(create_app(settings)) as url, httpx.Client(
+            base_url=url, timeout=20, headers=operator_token(emulator, settings)) as http:
         yield Api(url, http, settings, queues, emulator.client())
 
 
@@ -154,10 +165,15 @@ def new_key(label: str) -> str:
 def test_readme_curl_example_enqueues_a_signed_job(api, worker, emulator, tmp_path):
     command = README_CURL.replace("http://localhost:8080", api.url)
     # Only the address may differ from the README; the status code comes from a curlrc
-    # that curl reads by itself, so the command stays the README's.
+    # that curl reads by itself, so the command stays the README's. Its token comes from
+    # `enqueuer --local token`, pointed at this test's emulator (and at no stack's profile).
     (tmp_path / ".curlrc").write_text('write-out = "\\n%{http_code}"\n')
-    out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=20,
-                         env={**os.environ, "CURL_HOME": str(tmp_path)}, check=True)
+    local = {"CLOUD_TASKS_EMULATOR_HOST": emulator.target, "EMULATOR_HTTP_URL": emulator.http_url,
+             "API_AUDIENCE": api.settings.api_audience, "PROJECT_ID": PROJECT,
+             "TASKS_REGION": REGION, "CALLER_SA": CALLER_SA, "ENQUEUER_STATE": str(tmp_path)}
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30,
+                         cwd=ROOT, env={**os.environ, "CURL_HOME": str(tmp_path), **local},
+                         check=True)
     body, status = out.stdout.rsplit("\n", 1)
     assert status == "200", out.stdout
     answer = json.loads(body)
@@ -292,6 +308,23 @@ BAD_INPUT = {
     "bad key": ({"json": {"service": "testimonios", "payload": {},
                           "idempotency_key": "two\nlines"}}, 422, "invalid_request",
                 ["idempotency_key", "control characters"]),
+    # JSON is UTF-8 (RFC 8259): anything else is bad JSON, said like any other.
+    "body not UTF-8": ({"content": b'{"service": "testimonios", "payload": {"n": "\xf1"}}',
+                        "headers": JSON}, 422, "invalid_request",
+                       ["not valid JSON", "as UTF-8: byte 0xf1 is not at character 45"]),
+    "body in UTF-16": ({"content": '{"service": "testimonios", "payload": {}}'.encode("utf-16"),
+                        "headers": JSON}, 422, "invalid_request",
+                       ["not valid JSON", "as UTF-8: byte 0xff is not at character 0"]),
+    # What Python's json takes but JSON has not: the worker would get something not JSON.
+    "NaN in the payload": ({"content": b'{"service": "testimonios", "payload": {"x": NaN}}',
+                            "headers": JSON}, 422, "invalid_request",
+                           ["not valid JSON", "NaN is not a JSON value"]),
+    "a number too large": ({"content": b'{"service": "testimonios", "payload": {"x": 1e999}}',
+                            "headers": JSON}, 422, "invalid_request",
+                           ["not valid JSON", "1e999 is too large"]),
+    "half a surrogate pair": ({"content": b'{"service": "testimonios", "payload": {}, '
+                               b'"idempotency_key": "k\\ud800"}', "headers": JSON}, 422,
+                              "invalid_request", ["not valid JSON", "\\ud800 is half"]),
 }
 
 
@@ -312,11 +345,12 @@ def test_bad_input_is_refused_and_enqueues_nothing(idle_api, case):
 
 def test_an_unexpected_failure_is_a_502_with_its_traceback_logged(idle_api, caplog):
     class Broken(Enqueuer):
-        async def enqueue_async(self, request, now=None):
+        async def enqueue_async(self, request, acting, now=None):
             raise RuntimeError("boom")
 
     with serving(create_app(enqueuer=Broken(idle_api.settings))) as url:
-        r = httpx.post(url + "/enqueue", json={"service": "testimonios", "payload": {}})
+        r = httpx.post(url + "/enqueue", json={"service": "testimonios", "payload": {}},
+                       headers=idle_api.http.headers)
     assert r.status_code == 502
     assert r.json()["ok"] is False and r.json()["error"]["code"] == "internal"
     assert "RuntimeError: boom" in caplog.text
@@ -329,11 +363,12 @@ OUTAGE_CONFIG = "".join(f'[[queues]]\nname = "{q}"\npaused = true\n\n' for q in
 
 
 def restart_on_same_port(before: RunningEmulator, tmp: Path) -> RunningEmulator:
-    """The emulator again, on ``before``'s gRPC port and database (the harness picks port 0)."""
+    """The emulator again, on ``before``'s ports and database (the harness picks port 0)."""
     cfg = tmp / "again.toml"
     cfg.write_text(f'project = "{PROJECT}"\nlocation = "{REGION}"\n' + OUTAGE_CONFIG)
+    http_port = before.http_url.rsplit(":", 1)[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(before.port), "--http-port", "0",
+        [sys.executable, "-m", "emulator", "--port", str(before.port), "--http-port", http_port,
          "--db", before.db, "--config", str(cfg)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -354,8 +389,10 @@ def test_cloud_tasks_down_is_503_and_the_api_recovers_by_itself(tmp_path):
     started = [first]
     try:
         settings = load_settings(cloud_tasks_emulator_host=first.target, project_id=PROJECT,
-                                 tasks_region=REGION, caller_sa=CALLER_SA)
-        with serving(create_app(settings)) as url, httpx.Client(base_url=url) as http:
+                                 tasks_region=REGION, caller_sa=CALLER_SA,
+                                 emulator_http_url=first.http_url)
+        with serving(create_app(settings)) as url, httpx.Client(
+                base_url=url, headers=operator_token(first, settings)) as http:
             job = {"service": "testimonios", "payload": {}}
             assert http.post("/enqueue", json=job).status_code == 200
             assert http.get("/readyz").json() == {"ok": True}
@@ -402,8 +439,9 @@ def test_workers_healthz_and_openapi(api, worker):
     example = EnqueueRequest.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
     assert doc["components"]["schemas"]["EnqueueRequest"]["examples"] == [example]
     responses = doc["paths"]["/enqueue"]["post"]["responses"]
-    assert set(responses) >= {"200", "403", "409", "413", "422", "502", "503"}
+    assert set(responses) == {"200", "401", "403", "409", "413", "422", "502", "503"}
     assert list(responses["200"]["content"]["application/json"]["example"]) == ANSWER_KEYS
-    for status in ("403", "409", "413", "422", "502", "503"):
-        example = responses[status]["content"]["application/json"]["example"]
-        assert example["ok"] is False and set(example["error"]) == {"code", "message"}
+    for status in ("401", "403", "409", "413", "422", "502", "503"):
+        for example in responses[status]["content"]["application/json"]["examples"].values():
+            value = example["value"]
+            assert value["ok"] is False and set(value["error"]) == {"code", "message"}

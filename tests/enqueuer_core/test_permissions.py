@@ -20,6 +20,7 @@ from enqueuer_core.errors import PermissionDenied
 from tests.acting import as_admin
 from tests.emulator.harness import PARENT, PROJECT, RunningEmulator, start_emulator
 from tests.serving import serving
+from tests.tokens import bearer
 
 # Who calls Cloud Tasks: the emulator's default principal, which the library assumes.
 ENQUEUER = "enqueuer@local-project.iam.gserviceaccount.com"
@@ -63,7 +64,7 @@ def settings(enforcing: RunningEmulator) -> Settings:
         cloud_tasks_emulator_host=enforcing.target, project_id=PROJECT,
         tasks_region="us-central1", caller_sa=CALLER, url_brain=worker + "/process",
         url_testi=worker + "/generate-testimony", url_trans=worker + "/api/transcribe",
-        **{f"queue_{s}": q for s, q in QUEUES.items()},
+        **{f"queue_{s}": q for s, q in QUEUES.items()}, emulator_http_url=enforcing.http_url,
     )
 
 
@@ -89,7 +90,8 @@ def test_the_library_names_the_missing_act_as_and_the_fix(enforcing, settings):
 def test_the_api_answers_403_with_the_fix(enforcing, settings):
     with serving(create_app(settings)) as url:
         r = httpx.post(url + "/enqueue", json={"service": "brain", "payload": BRAIN},
-                       timeout=20)
+                       headers=bearer(enforcing.http_url, "operator@local-project.test",
+                                      settings.api_audience or ""), timeout=20)
     assert r.status_code == 403, r.text
     body = r.json()
     assert body["ok"] is False and body["error"]["code"] == "permission_denied"

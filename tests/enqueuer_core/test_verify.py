@@ -28,6 +28,7 @@ from starlette.datastructures import Headers
 
 from enqueuer_core.errors import EnqueuerError
 from enqueuer_core.verify import (
+    CLOCK_SKEW_S,
     CallerNotAllowed,
     CertsUnavailable,
     RequestNotVerified,
@@ -273,6 +274,30 @@ def test_certificates_are_cached_and_refetched_after_rotation(issuer):
     finally:
         stranger.close()
     assert issuer.fetches == 2  # the last refetch was less than 30 s ago
+
+
+def test_a_verified_token_is_remembered_until_it_expires(issuer):
+    now = int(time.time())
+    headers = issuer.headers(iat=now - 3600, exp=now - CLOCK_SKEW_S + 2)  # 2 s left
+    assert check_headers(issuer, headers)["email"] == CALLER
+    issuer.rotate()  # its key is gone: only the memory of the first check can accept it now
+    fetches = issuer.fetches
+    assert check_headers(issuer, headers)["email"] == CALLER
+    assert issuer.fetches == fetches
+
+    def refused() -> bool:
+        try:
+            check_headers(issuer, headers)
+        except RequestNotVerified as e:
+            assert "expired at" in e.message
+            return True
+        return False
+
+    wait_until(refused, timeout=10, what="the remembered token expired")
+
+
+def check_headers(issuer: Issuer, headers: dict[str, str]) -> dict[str, Any]:
+    return verify_request(headers, "https://w.example", [CALLER], certs_url=issuer.url)
 
 
 # ---- the README's worker, served for real --------------------------------------------------
