@@ -87,10 +87,13 @@ def api_body(request: EnqueueRequest) -> str:
                       separators=(",", ":"))
 
 
-def curl_command(api_url: str, request: EnqueueRequest) -> str:
-    """The ``curl`` that sends ``request`` to the API at ``api_url`` (POSIX-shell quoted)."""
-    return shlex.join(["curl", "-s", "-X", "POST", f"{api_url.rstrip('/')}/enqueue",
-                       "-H", JSON_HEADERS, "-d", api_body(request)])
+def curl_command(api_url: str, request: EnqueueRequest, token_command: str) -> str:
+    """The ``curl`` that sends ``request`` to the API at ``api_url`` (POSIX-shell quoted),
+    with the caller's ID token from ``token_command`` (``tokens.token_command``), run by the
+    shell: the API answers 401 without one."""
+    bearer = f'"Authorization: Bearer $({token_command})"'
+    return " ".join([shlex.join(["curl", "-s", "-X", "POST", f"{api_url.rstrip('/')}/enqueue"]),
+                     "-H", bearer, shlex.join(["-H", JSON_HEADERS, "-d", api_body(request)])])
 
 
 def rfc3339(value: dt.datetime) -> str:

@@ -11,6 +11,8 @@ mints nothing: ``gcloud`` (or ``google.oauth2.id_token.fetch_id_token``) does, a
 from __future__ import annotations
 
 import shlex
+import sys
+from pathlib import Path
 
 import httpx
 
@@ -55,8 +57,19 @@ def google_command(audience: str | None, email: str | None = None) -> str:
     words = ["gcloud", "auth", "print-identity-token",
              f"--audiences={audience or 'API_URL'}"]
     if email:
-        words.append(f"--impersonate-service-account={email}")
+        # Without --include-email an impersonated token names nobody the API could match.
+        words += [f"--impersonate-service-account={email}", "--include-email"]
     return " ".join(shlex.quote(w) for w in words)
+
+
+def token_command(settings: Settings) -> str:
+    """The shell command that prints a token for calling this API: ``enqueuer --local token``
+    on the local stack, gcloud on Google (for the account gcloud is logged in as)."""
+    if settings.on_emulator:
+        installed = Path(sys.executable).with_name("enqueuer")
+        enqueuer = str(installed) if installed.is_file() else "enqueuer"
+        return f"{shlex.quote(enqueuer)} --local token"
+    return google_command(settings.api_audience)
 
 
 def mint_id_token(emulator_http: str, email: str, audience: str,
@@ -126,7 +139,7 @@ def refused_on_google(audience: str | None, email: str | None = None) -> ConfigE
     else:
         # --audiences needs a service account's credentials: a user impersonates one.
         how = (f"{google_command(audience)} (from a laptop, add --impersonate-service-account="
-               "CLIENT@PROJECT.iam.gserviceaccount.com, an account you hold "
+               "CLIENT@PROJECT.iam.gserviceaccount.com --include-email, an account you hold "
                "roles/iam.serviceAccountTokenCreator on")
         how += (f"; a person's own token, {email}'s, carries gcloud's audience, not the API's)"
                 if email else ")")

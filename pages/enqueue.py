@@ -22,6 +22,7 @@ from enqueuer_core.preview import (
     preview_task,
 )
 from enqueuer_core.task_names import new_key
+from enqueuer_core.tokens import token_command
 from enqueuer_core.workers import WorkerSpec
 from pages import common
 from pages.schema_form import Path, SchemaForm, schema_errors, top_level_fields
@@ -183,7 +184,8 @@ def show_preview(enqueuer: Enqueuer, request: EnqueueRequest, automatic: bool,
         curl_request = request.model_copy(update={"idempotency_key": None}) if automatic \
             else request
         st.markdown(f"**The same job through the API** (`{common.api_url()}`)")
-        st.code(curl_command(common.api_url(), curl_request), language="bash")
+        st.code(curl_command(common.api_url(), curl_request,
+                             token_command(enqueuer.settings)), language="bash")
         st.markdown("**The same task with gcloud** (gcloud cannot set the dispatch deadline:"
                     " its task gets Cloud Tasks' default of 10 minutes)")
         st.code(gcloud_command(preview), language="bash")

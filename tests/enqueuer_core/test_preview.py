@@ -26,6 +26,7 @@ from enqueuer_core.preview import (
 )
 from tests.acting import as_admin
 from tests.emulator.harness import PARENT, PROJECT
+from tests.enqueuer_core.test_cli import ENQUEUER, clean_env
 from tests.serving import serving
 
 CALLER = f"caller@{PROJECT}.iam.gserviceaccount.com"
@@ -34,6 +35,9 @@ BRAIN = {"system_instructions_doc_id": "s", "base_prompt_doc_id": "b", "input_do
 # Everything a shell could get wrong: quotes of both kinds, $, backticks, unicode, newlines.
 NASTY = {"text": "it's \"quoted\" $HOME `id` \\ ñandú 🚀\nline 2", "n": [1, 2.5, None]}
 _ids = itertools.count()
+API_AUDIENCE = "http://api.preview.test"
+# The shell runs this for the caller's token: the emulator's issuer, for the API's audience.
+TOKEN = f"{ENQUEUER} token --as operator@local-project.test --audience {API_AUDIENCE}"
 
 
 @pytest.fixture
@@ -50,6 +54,7 @@ def enqueuer(emulator):
         tasks_region="us-central1", caller_sa=CALLER,
         url_brain="http://127.0.0.1:9/process", url_testi="http://127.0.0.1:9/testi",
         url_trans="http://127.0.0.1:9/trans", aud_trans="https://trans.example", **queues,
+        emulator_http_url=emulator.http_url, api_audience=API_AUDIENCE,
     )
     return Enqueuer(settings, client=client)
 
@@ -117,10 +122,13 @@ def test_curl_command_enqueues_the_same_job_through_the_api(enqueuer):
     request = EnqueueRequest(service="testimonios", payload=NASTY, schedule_in_s=600,
                              idempotency_key="curl-it's-ñ")
     with serving(create_app(enqueuer=enqueuer)) as url:
-        command = curl_command(url + "/", request)
-        assert command.startswith(f"curl -s -X POST {url}/enqueue -H ")
+        command = curl_command(url + "/", request, TOKEN)
+        assert command.startswith(f'curl -s -X POST {url}/enqueue -H "Authorization: Bearer '
+                                  f'$({TOKEN})" -H ')
+        env = {**clean_env(), "CLOUD_TASKS_EMULATOR_HOST": enqueuer.settings.
+               cloud_tasks_emulator_host, "EMULATOR_HTTP_URL": enqueuer.settings.emulator_http_url}
         out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=20,
-                             check=True)
+                             check=True, env=env)
     answer = json.loads(out.stdout)
     assert answer["ok"] is True and answer["idempotency_key"] == "curl-it's-ñ"
     task = created(enqueuer, answer["task"])
@@ -130,10 +138,11 @@ def test_curl_command_enqueues_the_same_job_through_the_api(enqueuer):
 
 def test_curl_command_parses_back_to_the_request():
     request = EnqueueRequest(service="brain", payload=NASTY)
-    args = shlex.split(curl_command("http://localhost:8080", request))
+    args = shlex.split(curl_command("http://localhost:8080", request, "enqueuer --local token"))
     assert args[:6] == ["curl", "-s", "-X", "POST", "http://localhost:8080/enqueue", "-H"]
-    assert args[6:8] == ["Content-Type: application/json", "-d"]
-    assert json.loads(args[8]) == {"service": "brain", "payload": NASTY}
+    assert args[6] == "Authorization: Bearer $(enqueuer --local token)"
+    assert args[7:10] == ["-H", "Content-Type: application/json", "-d"]
+    assert json.loads(args[10]) == {"service": "brain", "payload": NASTY}
 
 
 def test_gcloud_command_names_every_part_of_the_task(enqueuer):

@@ -5,6 +5,7 @@ that is not running say what to do; on Google it prints the gcloud line instead.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from google.oauth2 import id_token
 from enqueuer_core.config import LOCAL_API_AUDIENCE, LOCAL_API_CALLER, load_settings
 from enqueuer_core.devstack import DevProfile, free_port
 from enqueuer_core.errors import ConfigError, InvalidRequest, Unavailable
-from enqueuer_core.tokens import local_id_token, mint_id_token
+from enqueuer_core.tokens import local_id_token, mint_id_token, token_command
 from tests.enqueuer_core.test_cli import ENQUEUER, clean_env
 from tests.enqueuer_core.test_config import GOOGLE
 from tests.gcloud_cli import check_command
@@ -121,8 +122,8 @@ def test_on_google_it_refuses_with_the_gcloud_line(monkeypatch):
     done = token("token", "--as", account, env=env | {"API_AUDIENCE": api}, check=2)
     line = re.search(r"(gcloud [^()]*?)$", done.stderr.strip())
     assert line and line[1] == (f"gcloud auth print-identity-token --audiences={api} "
-                                f"--impersonate-service-account={account}")
-    check_command(line[1])  # the installed gcloud knows the command and both flags
+                                f"--impersonate-service-account={account} --include-email")
+    check_command(line[1])  # the installed gcloud knows the command and every flag
 
     for name in ("CLOUD_TASKS_EMULATOR_HOST", "WORKERS_FILE"):
         monkeypatch.delenv(name, raising=False)
@@ -139,3 +140,12 @@ def test_the_library_refuses_bad_input_before_calling_the_emulator():
         local_id_token(settings, "ana")
     with pytest.raises(InvalidRequest, match="not an http"):
         local_id_token(settings, None, "ftp://x")
+
+
+def test_the_dashboards_curl_gets_its_token_from_the_command_that_mints_one_here():
+    local = token_command(load_settings(cloud_tasks_emulator_host="127.0.0.1:8123"))
+    program, rest = shlex.split(local)[0], shlex.split(local)[1:]
+    assert rest == ["--local", "token"] and Path(program).is_file()
+    google = token_command(load_settings(**GOOGLE, api_audience="https://api.example"))
+    assert google == "gcloud auth print-identity-token --audiences=https://api.example"
+    check_command(google)
