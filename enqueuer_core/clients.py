@@ -29,7 +29,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (
 )
 
 from enqueuer_core.config import LOCAL_PRINCIPAL, Settings
-from enqueuer_core.errors import ConfigError
+from enqueuer_core.errors import ConfigError, Unauthenticated
 
 C = TypeVar("C")
 # Who each client calls Google as, from the credentials it was built with.
@@ -156,7 +156,7 @@ def caller_member(settings: Settings) -> str:
         except (google.auth.exceptions.GoogleAuthError, ValueError):
             email = None
     if not email:
-        raise ConfigError(
+        raise Unauthenticated(
             "Cannot tell who you are from your Application Default Credentials, so Enqueuer's "
             "access config cannot be applied: run `gcloud auth application-default login` "
             "(its credentials carry your email), or use a service account key")

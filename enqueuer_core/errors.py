@@ -17,7 +17,9 @@
     │                                           principal do this: names the role needed and
     │                                           the [access] line that would grant it
     ├── Unauthenticated           401  exit 12  no valid identity (an API caller's ID token, a
-    │                                           dashboard user's IAP assertion): says what to send
+    │   │                                       dashboard user's IAP assertion, the CLI's
+    │   │                                       credentials without an email): says what to send
+    │   └── access.visitors.LoginNeeded         a dashboard visitor who has not logged in yet
     └── ConfigError               500  exit 2   settings refused at start-up (no client sees it)
 
 Each class carries its HTTP status (the API), its exit code (the CLI) and a stable
