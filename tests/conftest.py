@@ -33,6 +33,14 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Receiver]:
+    """One receiver for a module's tests, standing in for every worker."""
+    r = Receiver()
+    yield r
+    r.close()
+
+
 @pytest.fixture
 def make_queue(client: tasks_v2.CloudTasksClient):
     """Create a fresh queue for one test: ``make_queue(rate_limits=..., retry_config=...)``."""

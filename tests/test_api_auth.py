@@ -89,13 +89,6 @@ def door(emulator: RunningEmulator, worker_url: str, paused: bool, tmp: Path | N
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
 def api(emulator: RunningEmulator, worker: Receiver) -> Iterator[Door]:
     """The API with the local stack's users (admin, operator, viewer); tasks reach ``worker``."""
     with door(emulator, worker.url, paused=False) as d:

@@ -118,13 +118,6 @@ def running_api(emulator: RunningEmulator, worker_url: str, paused: bool) -> Ite
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
 def api(emulator: RunningEmulator, worker: Receiver) -> Iterator[Api]:
     """The API over running queues, whose tasks reach ``worker``."""
     with running_api(emulator, worker.url, paused=False) as a:
