@@ -37,9 +37,10 @@ RUN useradd --uid 10001 --user-group --no-log-init --create-home --home-dir /hom
         --shell /usr/sbin/nologin enqueuer
 
 COPY --from=build /opt/venv /opt/venv
-# The code, owned by root (the app's user reads it, cannot change it): app.py, dashboard.py,
-# pages/, enqueuer_core/, .streamlit/config.toml, and whatever else the repository keeps for
-# its deployment (a workers file and its schemas land at /app/<their path in the repository>).
+# The code, owned by root (the app's user reads it, cannot change it): app.py and api/,
+# dashboard.py and pages/, enqueuer_core/, .streamlit/config.toml, and whatever else the
+# repository keeps for its deployment (a workers file and its schemas land at
+# /app/<their path in the repository>).
 # .dockerignore leaves out tests, tools, the emulator, caches and anything secret.
 WORKDIR /app
 COPY . .

@@ -20,8 +20,9 @@ what to change:
 
 Certificates are cached in the process for the ``max-age`` the endpoint sends (5 minutes
 when it sends none, 1 hour at most), and fetched again when a token names a key the cache
-does not have (Google rotated its keys), at most once every 30 seconds. A token that verified
-is remembered until it expires (its senders reuse it): the next check of the same token is a
+does not have (Google rotated its keys), at most once every 30 seconds; requests that miss
+the cache together wait for one fetch and share its answer. A token that verified is
+remembered until it expires (its senders reuse it): the next check of the same token is a
 lookup and a look at the clock.
 
 The same machinery (``bearer_token``, ``verified_claims``, the certificates cache) checks the
@@ -36,6 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
+from concurrent.futures import Future
 from typing import Any, Literal
 
 import requests
@@ -95,7 +97,9 @@ class CertsCachingRequest(transport.Request):
     """google-auth's requests transport, answering repeated GETs of a URL from memory.
 
     google-auth fetches the certificates on every ``verify_token``; this keeps each URL's
-    successful answer until its ``max-age`` runs out.
+    successful answer until its ``max-age`` runs out. Threads that miss the same URL at once
+    make one fetch: the first fetches, the others wait for it and get its answer (or its
+    exception), so that a burst of requests after start or expiry is not a burst of fetches.
     """
 
     def __init__(self, inner: transport.Request) -> None:
@@ -103,6 +107,7 @@ class CertsCachingRequest(transport.Request):
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, _Cached]] = {}  # url -> (expires, answer)
         self._forgotten: dict[str, float] = {}  # url -> when an unknown key dropped it
+        self._fetching: dict[str, Future[transport.Response]] = {}  # url -> its fetch under way
 
     def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
                  headers: Mapping[str, str] | None = None, timeout: float | None = None,
@@ -111,15 +116,34 @@ class CertsCachingRequest(transport.Request):
         if method != "GET" or body is not None:
             return self._inner(url, method=method, body=body, headers=headers,
                                timeout=timeout, **kwargs)
-        now = time.monotonic()
         hit = self.cached(url)
         if hit is not None:
             return hit
-        response = self._inner(url, method="GET", headers=headers, timeout=timeout, **kwargs)
-        if response.status == 200:
-            answer = _Cached(response.status, dict(response.headers), response.data)
+        with self._lock:
+            hit = self.cached(url)  # a fetch that ended while this thread waited for the lock
+            if hit is not None:
+                return hit
+            fetch = self._fetching.get(url)
+            leads = fetch is None
+            if fetch is None:
+                fetch = self._fetching[url] = Future()
+        if not leads:
+            return fetch.result()  # the leader's answer, or its exception raised again
+        now = time.monotonic()
+        try:
+            response = self._inner(url, method="GET", headers=headers, timeout=timeout, **kwargs)
+        except BaseException as e:
             with self._lock:
+                del self._fetching[url]
+            fetch.set_exception(e)
+            raise
+        with self._lock:
+            # Stored before the fetch is marked done: whoever comes next finds the answer.
+            if response.status == 200:
+                answer = _Cached(response.status, dict(response.headers), response.data)
                 self._entries[url] = (now + _ttl(response.headers), answer)
+            del self._fetching[url]
+        fetch.set_result(response)
         return response
 
     @property

@@ -9,10 +9,12 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+from google.auth.exceptions import TransportError
 from google.protobuf import duration_pb2
 from starlette.datastructures import Headers
 
@@ -30,6 +33,7 @@ from enqueuer_core.errors import EnqueuerError
 from enqueuer_core.verify import (
     CLOCK_SKEW_S,
     CallerNotAllowed,
+    CertsCachingRequest,
     CertsUnavailable,
     RequestNotVerified,
     verify_request,
@@ -298,6 +302,69 @@ def test_a_verified_token_is_remembered_until_it_expires(issuer):
 
 def check_headers(issuer: Issuer, headers: dict[str, str]) -> dict[str, Any]:
     return verify_request(headers, "https://w.example", [CALLER], certs_url=issuer.url)
+
+
+# ---- the certificates cache on its own: concurrent misses --------------------------------
+
+CERTS_URL = "https://certs.example/oauth2/v1/certs"
+CERTS = b'{"key-1": "-----BEGIN CERTIFICATE-----..."}'
+
+
+class CertsEndpoint:
+    """The certificates endpoint as google-auth's transport reaches it: a callable that counts
+    its fetches and holds each one until ``callers`` fetches are under way, or half a second.
+    A cache that lets every miss through is released at once with ``callers`` fetches; one
+    that makes concurrent misses wait for one fetch keeps them waiting that half second."""
+
+    def __init__(self, callers: int, *, fail: bool = False) -> None:
+        self.calls = 0
+        self._callers, self._fail = callers, fail
+        self._lock = threading.Lock()
+        self._all_fetching = threading.Event()
+
+    def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> SimpleNamespace:
+        with self._lock:
+            self.calls += 1
+            if self.calls == self._callers:
+                self._all_fetching.set()
+        self._all_fetching.wait(0.5)
+        if self._fail:
+            raise TransportError(f"{url}: connection refused")
+        return SimpleNamespace(status=200, headers={"Cache-Control": "max-age=60"}, data=CERTS)
+
+
+def at_once(threads: int, call: Callable[[], Any]) -> list[Future[Any]]:
+    """``call`` from ``threads`` threads released together; their outcomes."""
+    start = threading.Barrier(threads)
+
+    def one() -> Any:
+        start.wait(5)
+        return call()
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [pool.submit(one) for _ in range(threads)]
+
+
+def test_concurrent_misses_of_a_url_share_one_fetch():
+    endpoint = CertsEndpoint(callers=8)
+    cache = CertsCachingRequest(endpoint)
+    answers = [f.result() for f in at_once(8, lambda: cache(CERTS_URL))]
+    assert endpoint.calls == 1
+    assert [a.data for a in answers] == [CERTS] * 8
+    assert cache(CERTS_URL).data == CERTS  # and then it is cached
+    assert endpoint.calls == 1
+
+
+def test_a_failed_fetch_fails_its_waiters_and_the_next_miss_fetches_again():
+    endpoint = CertsEndpoint(callers=8, fail=True)
+    cache = CertsCachingRequest(endpoint)
+    for outcome in at_once(8, lambda: cache(CERTS_URL)):
+        with pytest.raises(TransportError, match="connection refused"):
+            outcome.result()
+    assert endpoint.calls == 1
+    with pytest.raises(TransportError):  # nothing was cached: a later request retries
+        cache(CERTS_URL)
+    assert endpoint.calls == 2
 
 
 # ---- the README's worker, served for real --------------------------------------------------
