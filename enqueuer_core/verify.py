@@ -358,8 +358,10 @@ def signature_removed(token: str) -> bool:
 
 
 def verified_claims(token: str, audiences: list[str], certs_url: str, *,
-                    fetch: bool = True) -> dict[str, Any]:
-    """The claims of a Google ID token whose signature, expiry, audience and issuer hold.
+                    fetch: bool = True,
+                    issuers: tuple[str, ...] = GOOGLE_ISSUERS) -> dict[str, Any]:
+    """The claims of a token signed by Google (an ID token; with ``issuers`` and IAP's keys
+    as ``certs_url``, an IAP assertion) whose signature, expiry, audience and issuer hold.
 
     ``TokenRejected`` says why not; ``CertsUnreachable`` when the certificates could not be
     fetched. With ``fetch=False`` it answers only from cached certificates, raising
@@ -368,7 +370,7 @@ def verified_claims(token: str, audiences: list[str], certs_url: str, *,
     """
     if signature_removed(token):
         raise TokenRejected("signature_removed")
-    key = (token, tuple(audiences), certs_url)
+    key = (token, tuple(audiences), certs_url, issuers)
     known = _verified.get(key)
     if known is not None:
         _check_times(known)  # the signature, audience and issuer held; the time may not
@@ -394,7 +396,7 @@ def verified_claims(token: str, audiences: list[str], certs_url: str, *,
     else:
         raise AssertionError("unreachable")
     issuer = claims.get("iss")
-    if issuer not in GOOGLE_ISSUERS:
+    if issuer not in issuers:  # verify_token checks signature, audience and time, not this
         raise TokenRejected("issuer", issuer=issuer)
     if len(_verified) >= MAX_VERIFIED:
         _verified.clear()
@@ -407,7 +409,7 @@ def verified_claims(token: str, audiences: list[str], certs_url: str, *,
 # for minutes), and a dictionary lookup is ~50 times cheaper than parsing the certificate and
 # checking an RSA signature again. Only the exact token string hits; its times are checked on
 # every use.
-_verified: dict[tuple[str, tuple[str, ...], str], dict[str, Any]] = {}
+_verified: dict[tuple[str, tuple[str, ...], str, tuple[str, ...]], dict[str, Any]] = {}
 MAX_VERIFIED = 10_000
 
 

@@ -12,34 +12,34 @@ The plain ``X-Goog-Authenticated-User-Email`` header that IAP also sends is neve
 request that reaches the service without IAP (another route to it, a misconfigured load
 balancer) can carry any value in it; only the signature makes an identity.
 
-The keys are fetched with google-auth and kept for the ``max-age`` the endpoint sends
-(``verify.CertsCachingRequest``); a key id the cache does not know refetches them (IAP
-rotated its keys), at most every 30 seconds.
+Verification is ``verify.verified_claims``, the one the API's callers and the workers use,
+with IAP's issuer and keys: the keys are kept for the ``max-age`` the endpoint sends, and a
+key id the cache does not know refetches them (IAP rotated its keys), at most every 30
+seconds.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import requests
 from google.auth import exceptions as gauth_exc
 from google.auth import jwt
-from google.auth.transport.requests import Request as RequestsRequest
-from google.oauth2 import id_token
 
 from enqueuer_core.config import IAP_AUDIENCE_FORMS
 from enqueuer_core.errors import Unauthenticated
-from enqueuer_core.verify import CLOCK_SKEW_S, CertsCachingRequest, CertsUnavailable
+from enqueuer_core.verify import (
+    CertsUnavailable,
+    CertsUnreachable,
+    TokenRejected,
+    verified_claims,
+)
 
 IAP_ISSUER = "https://cloud.google.com/iap"
 ASSERTION_HEADER = "x-goog-iap-jwt-assertion"
 ALGORITHM = "ES256"  # IAP signs with ES256 only
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-_request = CertsCachingRequest(RequestsRequest(session=requests.Session()))
 
 
 def assertion_in(headers: Headers) -> str:
@@ -74,65 +74,51 @@ def verify_assertion(assertion: str, audience: str, keys_url: str) -> dict[str, 
         raise Unauthenticated(
             f"The IAP assertion is signed with {header.get('alg')!r}; IAP signs with "
             f"{ALGORITHM} only: the request was refused.")
-    claims = _verified(assertion, audience, keys_url)
-    issuer = claims.get("iss")
-    if issuer != IAP_ISSUER:  # verify_token checks signature, audience and time, not this
-        raise Unauthenticated(
-            f"The assertion was issued by {issuer!r}, not by IAP ({IAP_ISSUER}): the "
-            "request was refused.")
+    try:
+        claims = verified_claims(assertion, [audience], keys_url, issuers=(IAP_ISSUER,))
+    except CertsUnreachable as e:
+        raise CertsUnavailable(
+            f"Could not fetch IAP's public keys from {keys_url} ({e.detail}): nobody can be "
+            "let in until they are; reload the page, and check that the dashboard can reach "
+            "that URL.") from None
+    except TokenRejected as e:
+        raise _refused(e, audience, keys_url) from None
     if not claims.get("email"):
         raise Unauthenticated(
             "The IAP assertion carries no email, so the dashboard cannot tell who you are: "
             "IAP includes it for Google accounts and service accounts; sign in to IAP with "
             "one of those.")
-    return dict(claims)
+    return claims
 
 
-def _verified(assertion: str, audience: str, keys_url: str) -> dict[str, Any]:
-    for attempt in (1, 2):
-        try:
-            return dict(id_token.verify_token(assertion, _request, audience=audience,
-                                              certs_url=keys_url,
-                                              clock_skew_in_seconds=CLOCK_SKEW_S))
-        except gauth_exc.TransportError as e:
-            raise CertsUnavailable(
-                f"Could not fetch IAP's public keys from {keys_url} ({e}): nobody can be let "
-                "in until they are; reload the page, and check that the dashboard can reach "
-                "that URL.") from None
-        except (gauth_exc.GoogleAuthError, ValueError) as e:
-            reason = str(e)
-            if attempt == 1 and "Certificate for key id" in reason and _request.forget(keys_url):
-                continue  # IAP rotated its keys since they were cached
-            raise _refused(reason, assertion, audience, keys_url) from None
-    raise AssertionError("unreachable")
-
-
-def _refused(reason: str, assertion: str, audience: str, keys_url: str) -> Unauthenticated:
-    # google-auth checks the signature before the claims: past it, they can be read.
-    if "wrong audience" in reason:
-        got = jwt.decode(assertion, verify=False).get("aud")
+def _refused(e: TokenRejected, audience: str, keys_url: str) -> Unauthenticated:
+    f = e.facts
+    if e.reason == "audience":
+        got = f["audience"]
         return Unauthenticated(
             f"The IAP assertion is for the audience {got!r}, and this dashboard expects "
             f"IAP_AUDIENCE={audience!r}. If {got!r} is the audience of the IAP in front of "
             f"this dashboard ({' or '.join(IAP_AUDIENCE_FORMS)}), set IAP_AUDIENCE to it; "
             "otherwise the assertion was made for another application, and is refused.")
-    if "Token expired" in reason:
-        exp = jwt.decode(assertion, verify=False).get("exp")
-        when = dt.datetime.fromtimestamp(exp, dt.UTC).isoformat() if exp else "?"
+    if e.reason == "issuer":
         return Unauthenticated(
-            f"The IAP assertion expired at {when}: IAP signs a fresh one for each request, "
-            "so this one was replayed, or this server's clock is wrong. Reload the page.")
-    if "too early" in reason:
-        return Unauthenticated(f"The IAP assertion is issued in the future ({reason}): "
+            f"The assertion was issued by {f['issuer']!r}, not by IAP ({IAP_ISSUER}): the "
+            "request was refused.")
+    if e.reason == "expired":
+        return Unauthenticated(
+            f"The IAP assertion expired at {f['expired_at']}: IAP signs a fresh one for each "
+            "request, so this one was replayed, or this server's clock is wrong. Reload the "
+            "page.")
+    if e.reason == "early":
+        return Unauthenticated(f"The IAP assertion is issued in the future ({f['detail']}): "
                                "check this server's clock.")
-    if "Certificate for key id" in reason:
+    if e.reason == "unknown_key":
         return Unauthenticated(
             f"The IAP assertion is signed with a key {keys_url} does not publish: it was not "
             "made by IAP; the request was refused.")
-    if "signature" in reason:
+    if e.reason in ("signature", "signature_removed"):
         return Unauthenticated(
             f"The IAP assertion's signature does not verify against {keys_url}: it was "
             "altered, or made by someone other than IAP; the request was refused.")
-    detail = reason.split(": b'")[0][:200]  # never echo the assertion back
-    return Unauthenticated(f"The IAP assertion does not verify ({detail}): the request "
-                           "was refused.")
+    return Unauthenticated(f"The IAP assertion does not verify ({f.get('detail', e.reason)}): "
+                           "the request was refused.")
