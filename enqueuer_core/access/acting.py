@@ -54,7 +54,6 @@ class Acting:
         The block may add details (the task it created) to the dict it is given.
         """
         details = {"worker": worker, **details}
-        role = self.role
 
         def line(outcome: str, code: str | None = None) -> None:
             audit.write(audit.audit_line(
@@ -63,9 +62,11 @@ class Acting:
                 request_id=self.request_id, error_code=code, trace=self.trace, **details),
                 sys.stderr if self.via == "cli" else sys.stdout)
 
+        # The decision names the role that allowed it; a refusal looks it up for its line.
         try:
-            self.policy.decide(self.principal, action, worker)
+            role = self.policy.decide(self.principal, action, worker)
         except Forbidden as e:
+            role = self.role
             line("refused", e.code)
             raise
         try:
