@@ -1,6 +1,5 @@
-"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin, Resource Manager), built from
-the settings:
-Google itself, or the emulator.
+"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin, Resource Manager, Cloud
+Logging), built from the settings: Google itself, or the emulator.
 
 With ``CLOUD_TASKS_EMULATOR_HOST`` every call goes over plaintext gRPC to the emulator and no
 Google credentials are needed; otherwise the clients use Application Default Credentials.
@@ -21,6 +20,10 @@ import google.auth.transport.requests
 import grpc
 from google.cloud import iam_admin_v1, resourcemanager_v3, run_v2, tasks_v2
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+from google.cloud.logging_v2.services.logging_service_v2.transports import (
+    LoggingServiceV2GrpcTransport,
+)
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 from google.cloud.tasks_v2.services.cloud_tasks.transports import (
@@ -119,6 +122,14 @@ def projects_client(settings: Settings,
                     acting_as: str | None = None) -> resourcemanager_v3.ProjectsClient:
     """Resource Manager v3 (the project's IAM policy): Google, or the emulator."""
     return _client(settings, resourcemanager_v3.ProjectsClient, ProjectsGrpcTransport,
+                   acting_as=acting_as)
+
+
+def logging_client(settings: Settings, acting_as: str | None = None) -> LoggingServiceV2Client:
+    """Cloud Logging v2 (the queues' task-operation logs and the audit lines): Google, or the
+    emulator. The low-level client: the high-level ``google.cloud.logging.Client`` insists
+    on TLS over gRPC, so it cannot reach the emulator."""
+    return _client(settings, LoggingServiceV2Client, LoggingServiceV2GrpcTransport,
                    acting_as=acting_as)
 
 
