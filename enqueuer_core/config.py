@@ -20,6 +20,9 @@
 |  | on the emulator | or ``none`` (visitors act as ``allUsers``; a red banner) |
 | ``IAP_AUDIENCE`` | required with ``iap`` | ``/projects/NUMBER/locations/REGION/services/NAME`` |
 | ``EMULATOR_HTTP_URL`` | gRPC port + 1 | the emulator's HTTP port: its token keys and login |
+| ``AUDIT_PAYLOADS`` | ``hash`` | what an enqueue's audit line keeps of the payload: ``hash`` |
+|  |  | (size and SHA-256) or ``full`` (the payload itself too, so that a dead job can be |
+|  |  | replayed from the logs; anyone who reads the logs then reads the payloads) |
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enqueuer_core.errors import ConfigError
 
 MIN_DEADLINE_S, MAX_DEADLINE_S = 15, 1800
+AUDIT_PAYLOADS = ("hash", "full")
 _LENIENT: ContextVar[bool] = ContextVar("lenient_settings", default=False)
 # What the local stack runs (`enqueuer dev`): used when the emulator stands in for Google.
 LOCAL_PROJECT = "local-project"
@@ -123,6 +127,18 @@ class Settings(BaseSettings):
     dashboard_auth: Literal["oidc", "iap", "none"] | None = None
     iap_audience: str | None = None
     emulator_http_url: str | None = None
+    # What the enqueue audit line keeps of a payload (enqueuer_core/access/audit.py).
+    audit_payloads: Literal["full", "hash"] = "hash"
+
+    @field_validator("audit_payloads", mode="before")
+    @classmethod
+    def _audit_payloads(cls, value: object) -> object:
+        if value not in AUDIT_PAYLOADS:
+            raise ValueError(
+                f"AUDIT_PAYLOADS={value!r} is not a choice: set hash (the enqueue audit line "
+                "keeps the payload's size and SHA-256; the default) or full (it keeps the "
+                "payload too, which replaying a dead job needs)")
+        return value
 
     @property
     def on_emulator(self) -> bool:

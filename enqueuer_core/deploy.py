@@ -139,6 +139,10 @@ def process_env(settings: Settings, workers_file: str | None) -> dict[str, str]:
             env[name] = str(value)
     if workers_file:
         env["WORKERS_FILE"] = workers_file
+    # Both services enqueue (the API, the dashboard's form): the same audit payloads. Left out
+    # when it is the default and was not asked for, so that plans stay as they were.
+    if settings.audit_payloads != "hash" or "audit_payloads" in settings.model_fields_set:
+        env["AUDIT_PAYLOADS"] = settings.audit_payloads
     return env
 
 

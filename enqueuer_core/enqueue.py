@@ -3,7 +3,8 @@
 The blocking ``enqueue`` serves the CLI, the dashboard and scripts; ``enqueue_async``
 serves the API, on its event loop. Both run the same steps; only the client call differs.
 Both take who is acting: the access config decides first, and one audit line records the
-outcome (``enqueuer_core.access``).
+outcome (``enqueuer_core.access``): the task, the key, the payload's size and hash (and the
+payload itself with ``AUDIT_PAYLOADS=full``), and ``replay_of``, the task an enqueue replays.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from google.cloud import tasks_v2
 
 from enqueuer_core.access import AccessPolicy, Acting, Action, load_access
-from enqueuer_core.access.audit import payload_digest
+from enqueuer_core.access.audit import payload_record
 from enqueuer_core.build import BuiltTask, EnqueueRequest, build_task
 from enqueuer_core.clients import principal, tasks_async_client, tasks_client
 from enqueuer_core.config import Settings
@@ -92,25 +93,30 @@ class Enqueuer:
         )
 
     @contextmanager
-    def _doing(self, request: EnqueueRequest, acting: Acting) -> Iterator[dict[str, Any]]:
+    def _doing(self, request: EnqueueRequest, acting: Acting,
+               replay_of: str | None) -> Iterator[dict[str, Any]]:
         known = self.registry.workers.get(request.service)
         target = (self.settings.queue_path(known.queue) if known
                   else f"unknown service {request.service!r}")
         with acting.doing(Action.ENQUEUE, target, worker=request.service,
-                          idempotency_key=request.idempotency_key) as record:
+                          idempotency_key=request.idempotency_key,
+                          replay_of=replay_of) as record:
             yield record
 
-    @staticmethod
-    def _built(record: dict[str, Any], built: BuiltTask) -> None:
+    def _built(self, record: dict[str, Any], request: EnqueueRequest, built: BuiltTask) -> None:
         record["idempotency_key"] = built.idempotency_key
         record["task"] = built.task.name
-        record["payload"] = payload_digest(tasks_v2.Task.pb(built.task).http_request.body)
+        # The body is already built; `full` adds the request's payload object as it is.
+        record["payload"] = payload_record(tasks_v2.Task.pb(built.task).http_request.body,
+                                           request.payload, self.settings.audit_payloads)
 
     def enqueue(self, request: EnqueueRequest, acting: Acting,
-                now: dt.datetime | None = None) -> EnqueueResult:
-        with self._doing(request, acting) as record:
+                now: dt.datetime | None = None, replay_of: str | None = None) -> EnqueueResult:
+        """Create the task for ``request`` as ``acting``; ``replay_of``: the task it replays
+        (its full name), kept in the audit line."""
+        with self._doing(request, acting, replay_of) as record:
             worker, built = self._prepare(request, now)
-            self._built(record, built)
+            self._built(record, request, built)
             client = self.client
             with self._translating(built, client):
                 # No automatic retry: a create whose answer was lost would come back as a
@@ -121,11 +127,12 @@ class Enqueuer:
         return self._result(created, worker, built)
 
     async def enqueue_async(
-        self, request: EnqueueRequest, acting: Acting, now: dt.datetime | None = None
+        self, request: EnqueueRequest, acting: Acting, now: dt.datetime | None = None,
+        replay_of: str | None = None,
     ) -> EnqueueResult:
-        with self._doing(request, acting) as record:
+        with self._doing(request, acting, replay_of) as record:
             worker, built = self._prepare(request, now)
-            self._built(record, built)
+            self._built(record, request, built)
             client = self.async_client
             with self._translating(built, client):
                 created = await client.create_task(

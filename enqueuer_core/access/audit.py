@@ -18,8 +18,10 @@ entry's own and the rest kept as ``jsonPayload``
 
 ``outcome`` is ``ok``, ``refused`` (the access config said no; nothing was asked of Google)
 or ``failed`` (allowed, then refused by validation or Google: ``error_code`` says why).
-Never a token; a payload only as its size and hash. The CLI writes its lines to stderr, as
-its stdout is the command's answer (``--json`` included).
+Never a token. A payload is kept as its size and hash, unless ``AUDIT_PAYLOADS=full``: then
+the enqueue line keeps its content too (``payload_record``), which is what lets a dead job be
+replayed from the logs. ``replay_of`` names the task an enqueue replays. The CLI writes its
+lines to stderr, as its stdout is the command's answer (``--json`` included).
 """
 
 from __future__ import annotations
@@ -36,9 +38,29 @@ _SEVERITY = {"ok": "NOTICE", "refused": "WARNING", "failed": "ERROR"}
 _lock = threading.Lock()
 
 
+# Cloud Logging refuses an entry over 256 KB (https://cloud.google.com/logging/quotas): past
+# this many bytes of payload the line keeps its hash only, and says why.
+MAX_CONTENT_BYTES = 200_000
+
+
 def payload_digest(body: bytes) -> dict[str, Any]:
-    """What the audit keeps of a payload: its size and SHA-256, never its content."""
+    """What the audit keeps of a payload by default: its size and SHA-256, not its content."""
     return {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def payload_record(body: bytes, payload: Any, keep: str) -> dict[str, Any]:
+    """The enqueue line's ``payload``: the digest, plus ``content`` (the payload as JSON) when
+    ``keep`` is ``full`` and the payload fits in a log entry. ``payload`` is the object
+    ``body`` was serialised from: nothing is serialised twice."""
+    record = payload_digest(body)
+    if keep == "full":
+        if len(body) <= MAX_CONTENT_BYTES:
+            record["content"] = payload
+        else:
+            record["content_omitted"] = (
+                f"{len(body):,} bytes: over the {MAX_CONTENT_BYTES:,} the audit line keeps "
+                "(Cloud Logging refuses entries over 256 KB)")
+    return record
 
 
 def audit_line(*, principal: str, role: str | None, via: str, action: str, target: str,

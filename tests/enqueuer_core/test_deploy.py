@@ -45,7 +45,7 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(monkeypatch, repo):
     for name in ("CLOUD_TASKS_EMULATOR_HOST", "WORKERS_FILE", "API_SA", "DASHBOARD_SA",
-                 "API_AUTH", "API_AUDIENCE", "DASHBOARD_AUTH", "IAP_AUDIENCE"):
+                 "API_AUTH", "API_AUDIENCE", "DASHBOARD_AUTH", "IAP_AUDIENCE", "AUDIT_PAYLOADS"):
         monkeypatch.delenv(name, raising=False)
     return load_settings(**GOOGLE, workers_file=str(repo / "deploy" / "workers.toml"))
 
@@ -139,6 +139,18 @@ def test_the_script_deploys_both_services_closed_by_default(settings, repo, tmp_
 
 def _flag(call: list[str], name: str) -> str:
     return next(a.split("=", 1)[1] for a in call if a.startswith(name + "="))
+
+
+def test_audit_payloads_reaches_both_services_when_set(settings, repo, tmp_path, monkeypatch):
+    default = deploy_plan(settings, repo, dashboard_users=["ana@example.com"])
+    assert "AUDIT_PAYLOADS" not in default.script()  # the default, unasked: plans as before
+    monkeypatch.setenv("AUDIT_PAYLOADS", "full")
+    full = load_settings(**GOOGLE, workers_file=str(repo / "deploy" / "workers.toml"))
+    calls = run_script(deploy_plan(full, repo, dashboard_users=["ana@example.com"]).script(),
+                       tmp_path)
+    deploys = [c for c in calls if "deploy" in c[:3]]
+    assert len(deploys) == 2  # the API and the dashboard both enqueue
+    assert [env_of(c)["AUDIT_PAYLOADS"] for c in deploys] == ["full", "full"]
 
 
 def test_with_no_callers_the_grants_are_examples_left_commented_out(settings, repo, tmp_path):
