@@ -44,6 +44,7 @@ SNAPSHOT_TTL_S = 5
 # The page files, relative to dashboard.py: st.page_link and st.switch_page take these.
 OVERVIEW, ENQUEUE, QUEUES, DIAGNOSTICS = (
     "pages/overview.py", "pages/enqueue.py", "pages/queues.py", "pages/diagnostics.py")
+DEAD_LETTERS, ACTIVITY = "pages/dead_letters.py", "pages/activity.py"
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 # Session state the gate writes at each run: who visits, and this run's request id.
 _VISITOR, _REQUEST_ID, _IAP_SEEN = "_enqueuer_visitor", "_enqueuer_request_id", "_enqueuer_iap"
