@@ -128,6 +128,13 @@ _FIXES = {
         "--member={member} --role=roles/cloudtasks.enqueuer --project={project}",
         "on the queue {queue}",
     ),
+    # ListLogEntries (the history); Google's refusal often names only the log view.
+    "logging.logEntries.list": (
+        "roles/logging.viewer",
+        "gcloud projects add-iam-policy-binding {project} --member={member} "
+        "--role=roles/logging.viewer",
+        "on the project {project}",
+    ),
 }
 _PERMISSION = re.compile(r"([a-z]+(?:\.[A-Za-z]+){2,})")
 
@@ -141,13 +148,15 @@ def permissions_named(message: str) -> list[str]:
 @contextmanager
 def translate_google_errors(
     *, queue: str, caller: str | None = None, principal: str | None = None,
-    task: str | None = None,
+    task: str | None = None, api: str = "Cloud Tasks", needs: str | None = None,
 ) -> Iterator[None]:
     """Run a Cloud Tasks call; turn whatever Google raises into an ``EnqueuerError``.
 
     ``queue`` is the full queue name the call is about, ``caller`` the service account the
     task's token is minted for, ``principal`` who is calling Google (when known), ``task``
-    the task name being created.
+    the task name being created. Another API's call (``api="Cloud Logging"``) passes its
+    project as ``queue`` and the permission it ``needs``, named when Google's refusal does
+    not name one this module knows.
     """
     try:
         yield
@@ -159,7 +168,7 @@ def translate_google_errors(
             "Send a new idempotency key to enqueue the job again."
         ) from None
     except gexc.PermissionDenied as e:
-        raise _permission_denied(e.message, queue, caller, principal) from None
+        raise _permission_denied(e.message, queue, caller, principal, needs) from None
     except gexc.NotFound as e:
         parts = queue.split("/")
         if "Queue does not exist" in e.message and len(parts) == 6:
@@ -173,38 +182,40 @@ def translate_google_errors(
                 f"The task {task} does not exist: it may have run or been deleted already. "
                 f"({e.message})"
             ) from None
-        raise EnqueuerError(f"Cloud Tasks answered NOT_FOUND: {e.message}") from None
+        raise EnqueuerError(f"{api} answered NOT_FOUND: {e.message}") from None
     except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
         raise Unavailable(
-            f"Cloud Tasks is unreachable or too slow ({type(e).__name__}: {e.message}). "
+            f"{api} is unreachable or too slow ({type(e).__name__}: {e.message}). "
             + ("Nothing was enqueued; retry later." if task else "Retry later.")
         ) from None
     except gexc.InvalidArgument as e:
-        raise InvalidRequest(f"Cloud Tasks refused the task: {e.message}") from None
+        what = "the task" if api == "Cloud Tasks" else "the request"
+        raise InvalidRequest(f"{api} refused {what}: {e.message}") from None
     except gexc.GoogleAPICallError as e:
         raise EnqueuerError(
-            f"Cloud Tasks failed: {e.code.name if e.code else 'error'}: {e.message}"
+            f"{api} failed: {e.code.name if e.code else 'error'}: {e.message}"
         ) from None
 
 
 def _permission_denied(
-    message: str, queue: str, caller: str | None, principal: str | None
+    message: str, queue: str, caller: str | None, principal: str | None,
+    needs: str | None = None,
 ) -> PermissionDenied:
     found = [p for p in _PERMISSION.findall(message) if p in _FIXES]
-    permission = found[0] if found else None
+    permission = found[0] if found else needs if needs in _FIXES else None
     who = principal or "the account running the enqueuer"
     if permission is None:
         return PermissionDenied(f"Google refused the request for {who}: {message}")
     role, command, where = _FIXES[permission]
     parts = queue.split("/")
     project, location, queue_id = (parts[1], parts[3], parts[5]) if len(parts) == 6 else (
-        "PROJECT", "LOCATION", queue)
+        parts[1] if len(parts) == 2 else "PROJECT", "LOCATION", queue)
     member = f"serviceAccount:{principal}" if principal else "PRINCIPAL"
     account = caller or "CALLER_SA"
     fix = command.format(account=account, member=member, project=project, queue_id=queue_id,
                          location=location)
     return PermissionDenied(
         f"{who} lacks the permission {permission} "
-        f"{where.format(account=account, queue=queue)}. "
+        f"{where.format(account=account, queue=queue, project=project)}. "
         f"Grant it {role}: {fix}"
     )
