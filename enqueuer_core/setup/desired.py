@@ -11,6 +11,7 @@ project wherever Google allows it):
 | both | ``roles/iam.serviceAccountUser`` (mint tasks' tokens as it) | ``CALLER_SA`` |
 | ``CALLER_SA`` (the tokens) | ``roles/run.invoker`` | each worker's Cloud Run service |
 | ``DASHBOARD_SA`` | ``roles/run.viewer`` (diagnostics list the services) | the project |
+| ``DASHBOARD_SA`` | ``roles/logging.viewer`` (history: attempts, dead letters, activity) | the project |
 
 and the three accounts exist. Each worker's queue exists, with the rate limits and retry
 configuration of the workers file where it gives them.
@@ -33,6 +34,11 @@ DASHBOARD_QUEUE_ROLE = "roles/cloudtasks.editor"
 ACT_AS_ROLE = "roles/iam.serviceAccountUser"
 INVOKER_ROLE = "roles/run.invoker"
 DASHBOARD_PROJECT_ROLE = "roles/run.viewer"
+# Reads log entries (logging.logEntries.list) of the project's logs: the queues' task-operation
+# logs and the services' audit lines. Granted on the project: a log bucket's policy would need
+# IAM conditions, and the project is where Google's docs grant it
+# (https://cloud.google.com/logging/docs/access-control#logging.viewer).
+HISTORY_ROLE = "roles/logging.viewer"
 _SA_DOMAIN = ".iam.gserviceaccount.com"
 
 
@@ -230,6 +236,9 @@ def desired_state(settings: Settings, registry: Registry, services: dict[str, st
                                   f"the tokens of {spec.name}'s tasks get in"))
     state.grants.append(Grant("project", f"projects/{project}", DASHBOARD_PROJECT_ROLE,
                               member(dashboard), "diagnostics read Cloud Run"))
+    state.grants.append(Grant("project", f"projects/{project}", HISTORY_ROLE,
+                              member(dashboard), "the dashboard reads history from Cloud "
+                              "Logging: attempts, dead letters, activity"))
     state.grants = _merged(state.grants)
     return state
 

@@ -136,7 +136,9 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
                 ("create", "queue", "queue-transcripciones", None, None),
                 ("add", "binding", CALLER, "roles/iam.serviceAccountUser", api),
                 ("add", "binding", CALLER, "roles/iam.serviceAccountUser", dash),
-                ("add", "binding", PROJECT, "roles/run.viewer", dash)}
+                ("add", "binding", PROJECT, "roles/run.viewer", dash),
+                # The dashboard reads history (attempts, dead letters, activity) from Logging.
+                ("add", "binding", PROJECT, "roles/logging.viewer", dash)}
     for queue in ("queue-brain", "queue-testimonios", "queue-transcripciones"):
         expected |= {("add", "binding", queue, "roles/cloudtasks.enqueuer", api),
                      ("add", "binding", queue, "roles/cloudtasks.editor", dash)}
@@ -157,17 +159,19 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
     assert (f"$ gcloud run services add-iam-policy-binding brain --region={REGION} "
             f"--member=serviceAccount:{CALLER} --role=roles/run.invoker "
             f"--project={PROJECT}") in shown.stdout
-    assert "3 to create, 12 to add, 3 kept." in shown.stdout
+    assert (f"$ gcloud projects add-iam-policy-binding {PROJECT} --member={dash} "
+            "--role=roles/logging.viewer --condition=None") in shown.stdout
+    assert "3 to create, 13 to add, 3 kept." in shown.stdout
 
     applied = stack.enqueuer("setup", "--apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert "Applied 15 change(s)" in applied.stdout
+    assert "Applied 16 change(s)" in applied.stdout
     assert "Checking what it touched (enqueuer diagnose)" in applied.stdout
     assert applied.stdout.rstrip().endswith("\n39 pass")  # 13 checks x 3 workers, all pass
 
     again = stack.enqueuer("setup")
     assert again.returncode == 0, again.stdout
-    assert "Nothing to change." in again.stdout and "18 kept." in again.stdout
+    assert "Nothing to change." in again.stdout and "19 kept." in again.stdout
     assert stack.enqueuer("setup", "--apply").returncode == 0  # a second apply changes nothing
     assert "Nothing was changed." in stack.enqueuer("setup", "--apply").stdout
 
@@ -262,7 +266,7 @@ def test_a_refusal_names_the_permission_and_what_was_done(tmp_path):
         # It stopped at the first service's policy: the queues, the accounts and their
         # bindings were done before; the services' and the project's grants are left.
         assert {c["role"] for c in left["changes"] if c["status"] != "kept"} == {
-            "roles/run.invoker", "roles/run.viewer"}
+            "roles/run.invoker", "roles/run.viewer", "roles/logging.viewer"}
     finally:
         em.stop()
 

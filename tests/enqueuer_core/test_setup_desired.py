@@ -52,12 +52,26 @@ def test_each_account_gets_only_what_it_needs_on_the_resource_itself(settings):
     assert ("project", "acme", "roles/run.viewer", dash) in grants
     # Nothing on the project for Cloud Tasks: the roles sit on each queue.
     assert not [g for g in state.grants if g.scope == "project" and "cloudtasks" in g.role]
-    assert len(grants) == len(state.grants) == 11
+    assert len(grants) == len(state.grants) == 12
     assert [a.email for a in state.accounts] == [
         "caller@acme.iam.gserviceaccount.com", "enqueuer-api@acme.iam.gserviceaccount.com",
         "enqueuer-dashboard@acme.iam.gserviceaccount.com"]
     # A worker with no Cloud Run service cannot get its grant: it is reported instead.
     assert [m.worker for m in state.missing_services] == ["transcripciones"]
+
+
+def test_the_dashboard_may_read_history_from_cloud_logging_and_nobody_else(settings):
+    state = desired_state(settings, load_registry(settings), SERVICES)
+    (grant,) = [g for g in state.grants if g.role.startswith("roles/logging.")]
+    assert (grant.scope, grant.resource, grant.role, grant.member) == (
+        "project", "projects/acme", "roles/logging.viewer",
+        "serviceAccount:enqueuer-dashboard@acme.iam.gserviceaccount.com")
+    assert "attempts, dead letters, activity" in grant.why and "Cloud Logging" in grant.why
+    assert grant.gcloud() == (
+        "gcloud projects add-iam-policy-binding acme "
+        "--member=serviceAccount:enqueuer-dashboard@acme.iam.gserviceaccount.com "
+        "--role=roles/logging.viewer --condition=None")
+    assert check_command(grant.gcloud()) == ["projects", "add-iam-policy-binding"]
 
 
 def test_every_printed_command_is_one_the_installed_gcloud_accepts(settings):
