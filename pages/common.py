@@ -48,6 +48,7 @@ DEAD_LETTERS, ACTIVITY = "pages/dead_letters.py", "pages/activity.py"
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 # Session state the gate writes at each run: who visits, and this run's request id.
 _VISITOR, _REQUEST_ID, _IAP_SEEN = "_enqueuer_visitor", "_enqueuer_request_id", "_enqueuer_iap"
+PREFILL = "_enqueuer_prefill"  # an EnqueuePrefill on its way to the Enqueue page
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -216,6 +217,38 @@ def page_link(page: str, label: str, icon: str | None = None,
         slug = page.rsplit("/", 1)[-1].removesuffix(".py")
         query = "&".join(f"{k}={v}" for k, v in (query_params or {}).items())
         st.markdown(f"[{label}](/{slug}{'?' + query if query else ''})")
+
+
+# -- the Enqueue form, prefilled from another page (contract E) -----------------------------
+
+
+@dataclass(frozen=True)
+class EnqueuePrefill:
+    """What another page puts in the Enqueue form: a worker's job to edit and enqueue."""
+
+    worker: str
+    payload: Any
+    idempotency_key: str | None = None  # None: an automatic key
+    replay_of: str | None = None  # the task the new one replays: its audit line says so
+    note: str | None = None  # shown above the form: why it is filled, what to do
+
+
+def prefill_enqueue(worker: str, payload: Any, *, idempotency_key: str | None = None,
+                    replay_of: str | None = None, note: str | None = None) -> NoReturn:
+    """Open the Enqueue page with this worker and payload in its form.
+
+    The payload goes in the raw JSON editor, the key in the key field; ``replay_of`` reaches
+    ``Enqueuer.enqueue`` (the audit line links the new task to the old). The Enqueue page
+    takes the prefill once: a reload, or coming back later, shows the usual form.
+    """
+    st.session_state[PREFILL] = EnqueuePrefill(worker, payload, idempotency_key, replay_of,
+                                                note)
+    st.switch_page(ENQUEUE)
+
+
+def take_prefill() -> EnqueuePrefill | None:
+    """The prefill another page left for the Enqueue page, once (it is gone after)."""
+    return st.session_state.pop(PREFILL, None)
 
 
 # -- times ----------------------------------------------------------------------------------

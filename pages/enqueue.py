@@ -1,5 +1,11 @@
 """Enqueue: a worker's form (from its payload schema) or raw JSON, a schedule, an
-idempotency key, a preview of the exact task with its curl and gcloud, and Submit."""
+idempotency key, a preview of the exact task with its curl and gcloud, and Submit.
+
+Other pages open it filled in (``common.prefill_enqueue``: "Enqueue again…", edit and
+replay): the job's payload in the raw JSON editor, its key, a note saying why, and the task
+it replays, which the enqueue's audit line names. The prefill is taken once; it holds until
+the job is enqueued, another worker is picked, or the operator leaves the page.
+"""
 
 from __future__ import annotations
 
@@ -25,14 +31,76 @@ from enqueuer_core.task_names import new_key
 from enqueuer_core.tokens import token_command
 from enqueuer_core.workers import WorkerSpec
 from pages import common
+from pages.common import EnqueuePrefill
 from pages.schema_form import Path, SchemaForm, schema_errors, top_level_fields
 
 NOW, LATER, AT = "Now", "In N seconds", "At a date and time (UTC)"
 AUTO, TYPED, FIELDS = "Automatic", "Typed", "From payload fields"
+_FROM = "_enqueue_from"  # the EnqueuePrefill the form was filled from, while it holds
 
 
 def _state(name: str, default: Any) -> Any:
     return st.session_state.setdefault(name, default)
+
+
+# -- filled in by another page --------------------------------------------------------------
+
+
+def take_prefill(names: list[str]) -> None:
+    """Put the prefill another page left (if any) into the widgets' state, before they are
+    drawn: the worker, the raw JSON editor holding the payload, the key, "now"."""
+    prefill = common.take_prefill()
+    if prefill is None:
+        return
+    if prefill.worker not in names:
+        st.error(f"The job to enqueue is for the worker {prefill.worker!r}, which is not in "
+                 f"the registry ({', '.join(names)}): add it to the workers file, or pick "
+                 "a worker below.", icon=":material/error:")
+        return
+    name = prefill.worker
+    st.session_state.update({
+        "worker": name, f"raw:{name}": True, "schedule_mode": NOW,
+        f"rawtext:{name}": json.dumps(prefill.payload, indent=2, ensure_ascii=False)})
+    if prefill.idempotency_key:
+        st.session_state.update({"key_mode": TYPED, "key_typed": prefill.idempotency_key})
+    else:
+        st.session_state.update({"key_mode": AUTO, "auto_key": new_key()})
+    st.session_state.pop("last_result", None)
+    st.session_state.pop(f"tried:{name}", None)
+    st.session_state[_FROM] = prefill
+
+
+def holding_prefill(name: str) -> EnqueuePrefill | None:
+    """The prefill the form still holds for worker ``name``, or None.
+
+    It is dropped once another worker is picked, or when the operator left the page (then
+    Streamlit dropped the state of the page's widgets: the raw toggle's is gone).
+    """
+    came: EnqueuePrefill | None = st.session_state.get(_FROM)
+    if came is not None and (came.worker != name or f"raw:{name}" not in st.session_state):
+        st.session_state.pop(_FROM, None)
+        return None
+    return came
+
+
+def _discard(name: str) -> None:
+    st.session_state.pop(_FROM, None)
+    st.session_state.pop(f"rawtext:{name}", None)  # the raw editor starts from the example
+    st.session_state[f"raw:{name}"] = False
+
+
+def prefill_note(came: EnqueuePrefill) -> Any:
+    """The note saying where the form's job comes from; its placeholder, emptied once the
+    job is enqueued."""
+    note = came.note or f"The form holds a job for {came.worker}: edit it, then enqueue."
+    if came.replay_of:
+        note += f"\n\nThe new task is recorded as a replay of `{came.replay_of}`."
+    slot = st.empty()
+    with slot.container():
+        st.info(note, icon=":material/replay:")
+        st.button("Start from an empty form", key="discard_prefill", icon=":material/close:",
+                  on_click=_discard, args=(came.worker,))
+    return slot
 
 
 # -- payload: the generated form, or raw JSON -----------------------------------------------
@@ -202,10 +270,13 @@ def show_result(result: EnqueueResult) -> None:
 
 
 def submit(enqueuer: Enqueuer, request: EnqueueRequest, preview: TaskPreview,
-           now: dt.datetime, automatic: bool, acting: Acting) -> None:
-    """Enqueue as ``acting``: the core decides; a refusal is shown like any other error."""
+           now: dt.datetime, automatic: bool, acting: Acting,
+           replay_of: str | None = None) -> None:
+    """Enqueue as ``acting``: the core decides; a refusal is shown like any other error.
+    ``replay_of``: the task this job replays (its audit line says so)."""
     try:
-        result = enqueuer.enqueue(pinned_request(request, preview), acting, now=now)
+        result = enqueuer.enqueue(pinned_request(request, preview), acting, now=now,
+                                  replay_of=replay_of)
     except DuplicateTask as e:
         st.error(e.message, icon=":material/content_copy:")
         common.page_link(common.QUEUES, "Look for the existing task",
@@ -218,6 +289,7 @@ def submit(enqueuer: Enqueuer, request: EnqueueRequest, preview: TaskPreview,
     common.after_action()
     st.session_state["last_result"] = result
     st.session_state.pop(f"tried:{request.service}", None)
+    st.session_state.pop(_FROM, None)  # replayed: the next job is a new one
     if automatic:  # the next job is a new one
         st.session_state["auto_key"] = new_key()
 
@@ -226,8 +298,11 @@ def main() -> None:
     enqueuer = common.enqueuer()
     st.title("Enqueue a job")
     names = list(enqueuer.registry.workers)
+    take_prefill(names)
     wanted = st.query_params.get("worker")
     _state("worker", wanted if wanted in names else names[0])
+    came = holding_prefill(st.session_state["worker"])
+    note = prefill_note(came) if came is not None else None
     name = st.selectbox("Worker", names, key="worker")
     worker = enqueuer.registry.get(name)
     st.caption(f"{worker.description} Queue `{worker.queue}` · `POST {worker.url}` · "
@@ -280,7 +355,10 @@ def main() -> None:
                 problems or ["fix the payload (see the marked fields)."]),
                 icon=":material/block:")
         else:
-            submit(enqueuer, request, preview, now, automatic, acting)
+            submit(enqueuer, request, preview, now, automatic, acting,
+                   replay_of=came.replay_of if came else None)
+            if note is not None and _FROM not in st.session_state:  # enqueued
+                note.empty()
     last = st.session_state.get("last_result")
     if last is not None and last.service == name:
         show_result(last)

@@ -9,6 +9,7 @@ import uuid
 
 from streamlit.testing.v1 import AppTest
 
+from pages.common import PREFILL, EnqueuePrefill
 from tests.dashboard.conftest import BRAIN_PAYLOAD, Dash
 
 ENQUEUE = "pages/enqueue.py"
@@ -227,3 +228,25 @@ def test_a_rich_schema_makes_a_form_of_every_kind_of_field(idle_dash: Dash, tmp_
     assert task.http_request.headers["X-Idempotency-Key"] == "long-3"
     delay = task.schedule_time.timestamp() - task.create_time.timestamp()
     assert 115 < delay < 125
+
+
+def test_a_prefilled_form_holds_the_key_and_the_note_until_discarded(idle_dash: Dash):
+    at = idle_dash.app()
+    # What common.prefill_enqueue leaves for the page (then it switches to it).
+    at.session_state[PREFILL] = EnqueuePrefill(
+        "testimonios", {"person": "Ana"}, idempotency_key="ana-replay-1",
+        replay_of="projects/p/locations/l/queues/q/tasks/old", note="Replaying task old.")
+    at.switch_page(ENQUEUE).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="worker").value == "testimonios"
+    assert json.loads(at.text_area(key="rawtext:testimonios").value) == {"person": "Ana"}
+    assert (at.radio(key="key_mode").value, at.text_input(key="key_typed").value) == (
+        "Typed", "ana-replay-1")
+    assert "Replaying task old." in texts(at.info) and "tasks/old" in texts(at.info)
+    at.run()  # it holds while the operator edits
+    assert "Replaying task old." in texts(at.info)
+
+    at.button(key="discard_prefill").click().run()
+    assert not at.info
+    assert at.toggle(key="raw:testimonios").value is False
+    assert idle_dash.tasks("testimonios") == []
