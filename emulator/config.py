@@ -10,6 +10,8 @@ name = "queue-brain"
 rate_limits = { max_dispatches_per_second = 5, max_concurrent_dispatches = 10 }
 retry_config = { max_attempts = 5, min_backoff_s = 1, max_backoff_s = 60, max_doublings = 3 }
 
+log_sampling_ratio = 1.0            # task-operation logs for every task (default 0: none)
+
 [[queues.bindings]]                 # the queue's IAM policy (no bindings: left as it is)
 role = "roles/cloudtasks.enqueuer"
 members = ["serviceAccount:api@local-project.iam.gserviceaccount.com"]
@@ -35,6 +37,9 @@ port = 8081
 paths = ["/process"]
 timeout_s = 900
 invokers = ["serviceAccount:caller@local-project.iam.gserviceaccount.com"]
+
+[logging]                           # Cloud Logging's entries (WriteLogEntries, ListLogEntries)
+retention_days = 30                 # older entries are not listed, then deleted
 
 [oidc]                              # the emulator as Google's sign-in (st.login, Authlib)
 users = ["alice@example.com", { email = "bob@example.com", name = "Bob Example" }]
@@ -115,6 +120,10 @@ class QueueConfig(_Strict):
     retry_config: RetryConfigModel = RetryConfigModel()
     # The queue's IAM policy; None (no ``bindings`` key) leaves the policy as it is.
     bindings: list[BindingConfig] | None = None
+    # stackdriver_logging_config.sampling_ratio: the fraction of tasks whose operations go to
+    # Cloud Logging (0.0, Google's default, writes none). None leaves the queue's value as it
+    # is, so a ratio set over the API (gcloud tasks queues update) survives restarts.
+    log_sampling_ratio: float | None = Field(None, ge=0, le=1)
 
 
 class ServiceAccountConfig(_Strict):
@@ -252,6 +261,13 @@ class OidcConfig(_Strict):
         return OidcUser(email=email)
 
 
+class LoggingConfig(_Strict):
+    """Cloud Logging in the emulator: how long entries are kept (Google's _Default bucket
+    keeps them 30 days and accepts 1 to 3650: cloud.google.com/logging/quotas)."""
+
+    retention_days: int = Field(30, ge=1, le=3650)
+
+
 class EmulatorConfig(_Strict):
     project: str = Field("local-project", pattern=f"^{PROJECT_PATTERN}$")
     location: str = Field("us-central1", pattern=f"^{LOCATION_PATTERN}$")
@@ -262,6 +278,7 @@ class EmulatorConfig(_Strict):
     service_accounts: list[ServiceAccountConfig] = []
     iam: IamConfig = IamConfig()
     oidc: OidcConfig = OidcConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def queue_name(self, queue_id: str) -> str:
         return f"projects/{self.project}/locations/{self.location}/queues/{queue_id}"

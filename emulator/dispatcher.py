@@ -21,7 +21,9 @@ import aiohttp
 import grpc
 from google.cloud import tasks_v2
 
+from emulator import task_logs
 from emulator.clock import US, now_us, seconds, to_timestamp
+from emulator.log_store import LogRow, LogStore
 from emulator.oidc import Issuer
 from emulator.queues import RUNNING, Queue, retry_policy
 from emulator.retry import RetryPolicy
@@ -74,8 +76,12 @@ def _set_status(attempt: Attempt, code: grpc.StatusCode, detail: str) -> None:
 class Dispatcher:
     """Owns the per-queue runners and the HTTP client they share."""
 
-    def __init__(self, store: Store, issuer: Issuer, reserve_s: float) -> None:
+    def __init__(self, store: Store, issuer: Issuer, reserve_s: float,
+                 logs: LogStore | None = None) -> None:
         self.store = store
+        self.logs = logs
+        # Task-operation log entries of attempts' outcomes, written with those outcomes.
+        self.log_rows: list[LogRow] = []
         self.issuer = issuer
         self.reserve_s = reserve_s
         self.runners: dict[str, QueueRunner] = {}
@@ -120,9 +126,12 @@ class Dispatcher:
         writes, self._writes = self._writes, []
         if not writes:
             return
+        rows, self.log_rows = self.log_rows, []
         with self.store.transaction():
             for write in writes:
                 write()
+            if self.logs is not None:
+                self.logs.add(rows)
 
     def sync_queue(self, queue: Queue) -> None:
         """A queue was created or changed: (re)configure its runner."""
@@ -145,7 +154,11 @@ class Dispatcher:
 
     def run_now(self, row: TaskRow) -> None:
         """RunTask: dispatch a leased task now, whatever the queue's state and limits."""
-        self.runners[row.task.name.rsplit("/tasks/", 1)[0]].start_attempt(row, forced=True)
+        runner = self.runners[row.task.name.rsplit("/tasks/", 1)[0]]
+        with self.store.transaction():
+            entry = runner.start_attempt(row, forced=True)
+            if entry and self.logs is not None:
+                self.logs.add([entry])
 
 
 class QueueRunner:
@@ -167,6 +180,7 @@ class QueueRunner:
         self.burst = queue.rate_limits.max_burst_size
         self.concurrency = queue.rate_limits.max_concurrent_dispatches
         self.retry = retry_policy(queue.retry_config)
+        self.log = task_logs.QueueLog.of(queue)
 
     def wake(self) -> None:
         self._event.set()
@@ -221,8 +235,9 @@ class QueueRunner:
         n = min(free, int(self._tokens), MAX_BATCH)
         with self.d.store.transaction():  # the lease and the dispatch records: one commit
             rows = self.d.store.lease_due(self.name, now_us(), n)
-            for row in rows:
-                self.start_attempt(row)
+            entries = [e for row in rows if (e := self.start_attempt(row))]
+            if entries and self.d.logs is not None:
+                self.d.logs.add(entries)  # one executemany for the batch
         self._tokens -= len(rows)
         if len(rows) == n:
             return 0
@@ -232,8 +247,9 @@ class QueueRunner:
         # Capped so that a clock change cannot leave a due task waiting for long.
         return min(max(0.0, (nxt - now_us()) / US), 30.0)
 
-    def start_attempt(self, row: TaskRow, forced: bool = False) -> None:
-        """Record the dispatch (so GetTask and RunTask see it at once), then send."""
+    def start_attempt(self, row: TaskRow, forced: bool = False) -> LogRow | None:
+        """Record the dispatch (so GetTask and RunTask see it at once), then send. Returns
+        the attemptDispatchLog entry when the task is sampled, for the caller's commit."""
         task = row.task
         now = now_us()
         if forced:
@@ -251,6 +267,7 @@ class QueueRunner:
         self.d.unstarted.add(t)
         self.inflight.add(t)
         t.add_done_callback(self._ended)
+        return task_logs.dispatch(self.log, task, now) if self.log.sampled(task.name) else None
 
     def _ended(self, t: asyncio.Task[None]) -> None:
         self.inflight.discard(t)
@@ -331,6 +348,7 @@ class QueueRunner:
         store = self.d.store
         reserve_until = now + int(self.d.reserve_s * US)
         if code == grpc.StatusCode.OK:
+            self._log_response(task, now, code)
             self.d.record(lambda: store.remove_task(task.name, reserve_until))
             return
         if got is not None and got < 500:
@@ -344,17 +362,25 @@ class QueueRunner:
         if policy.exhausted(task.dispatch_count, since_first):
             log.info("%s: giving up after %d attempts (%s)", task.name, task.dispatch_count,
                      task.last_attempt.response_status.message)
+            self._log_response(task, now, code)  # no retryTime: it failed for good
             self.d.record(lambda: store.remove_task(task.name, reserve_until))
             return
         task.schedule_time.CopyFrom(
             to_timestamp(now + int(policy.backoff_s(task.dispatch_count) * US))
         )
+        self._log_response(task, now, code, task.schedule_time.ToMicroseconds())
 
         def save() -> None:
             if store.save_attempt(row, leased=False):
                 self._event.set()
 
         self.d.record(save)
+
+    def _log_response(self, task: Task, now: int, code: grpc.StatusCode,
+                      retry_us: int | None = None) -> None:
+        if self.d.logs is not None and self.log.sampled(task.name):
+            self.d.log_rows.append(task_logs.response(
+                self.log, task, now, code.name, retry_us, self._policy(task).max_attempts))
 
     def _policy(self, task: Task) -> RetryPolicy:
         return retry_policy(task.retry_config) if task.HasField("retry_config") else self.retry

@@ -42,7 +42,10 @@ class GrpcRouter:
             try:
                 return fn(request)
             except ApiError as e:
-                await context.abort(e.code, e.message)
+                # An error may carry a google.rpc.Status with details (Logging's partial errors).
+                details = getattr(e, "status_details", None)
+                trailers = (("grpc-status-details-bin", details),) if details else ()
+                await context.abort(e.code, e.message, trailing_metadata=trailers)
             except Exception as e:
                 log.exception("%s/%s failed", service, method)
                 await context.abort(

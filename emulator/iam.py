@@ -81,7 +81,18 @@ ROLES: dict[str, frozenset[str]] = {
         "cloudtasks.tasks.list", "cloudtasks.tasks.fullView", *_LOCATIONS,
         "iam.serviceAccounts.get", "iam.serviceAccounts.list",
         "iam.serviceAccounts.getIamPolicy", "resourcemanager.projects.getIamPolicy",
-        "run.services.get", "run.services.list", "run.services.getIamPolicy", *_PROJECT}),
+        "run.services.get", "run.services.list", "run.services.getIamPolicy",
+        "logging.logEntries.list", *_PROJECT}),
+    # Cloud Logging (cloud.google.com/iam/docs/roles-permissions/logging): who may read and
+    # write log entries; privateLogViewer and admin also read private (Data Access) logs.
+    "roles/logging.viewer": frozenset({"logging.logEntries.list", *_PROJECT}),
+    "roles/logging.privateLogViewer": frozenset({
+        "logging.logEntries.list", "logging.privateLogEntries.list", *_PROJECT}),
+    "roles/logging.logWriter": frozenset({"logging.logEntries.create",
+                                          "logging.logEntries.route"}),
+    "roles/logging.admin": frozenset({
+        "logging.logEntries.create", "logging.logEntries.list", "logging.logEntries.route",
+        "logging.privateLogEntries.list", *_PROJECT}),
     "roles/run.invoker": frozenset({"run.routes.invoke"}),
     "roles/run.viewer": frozenset({"run.services.get", "run.services.list",
                                    "run.services.getIamPolicy", *_PROJECT}),

@@ -37,6 +37,7 @@ from google.cloud import tasks_v2
 from google.iam.v1 import iam_policy_pb2
 from google.protobuf import empty_pb2
 
+from emulator import task_logs
 from emulator.clock import US, duration, from_timestamp, now_us, seconds, to_timestamp
 from emulator.dispatcher import USER_AGENT, Dispatcher
 from emulator.errors import ApiError, invalid, not_found
@@ -311,7 +312,8 @@ class CloudTasksService:
                     f"The queue name from request ('{req.parent}') must be the same as the "
                     f"queue name in the named task ('{named.queue}')."
                 )
-        if self.store.get_queue(req.parent) is None:
+        queue = self.store.get_queue(req.parent)
+        if queue is None:
             raise not_found(QUEUE_MISSING)
         now = now_us()
         self._check_target(task)
@@ -339,8 +341,11 @@ class CloudTasksService:
         reserved = self.store.reserved_until(task.name)
         if reserved is not None and reserved > now:
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, TASK_TOO_RECENT)
-        if not self.store.insert_task(req.parent, task):
-            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists")
+        with self.store.transaction():  # the task and its taskCreationLog: one commit
+            if not self.store.insert_task(req.parent, task):
+                raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists")
+            if self.dispatcher.logs is not None:
+                self.dispatcher.logs.add(task_logs.created(queue, task, now))
         # Due now or later, the runner re-reads when its next task is due.
         self.dispatcher.wake(req.parent)
         return _view(task, req.response_view)
