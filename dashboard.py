@@ -43,6 +43,9 @@ PAGES = [
             url_path="overview", default=True),
     st.Page(common.ENQUEUE, title="Enqueue", icon=":material/send:", url_path="enqueue"),
     st.Page(common.QUEUES, title="Queues", icon=":material/view_list:", url_path="queues"),
+    st.Page(common.DEAD_LETTERS, title="Dead letters", icon=":material/report:",
+            url_path="dead-letters"),
+    st.Page(common.ACTIVITY, title="Activity", icon=":material/history:", url_path="activity"),
     st.Page(common.DIAGNOSTICS, title="Diagnostics", icon=":material/stethoscope:",
             url_path="diagnostics"),
 ]

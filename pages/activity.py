@@ -43,7 +43,7 @@ def task_link(task: str | None) -> str | None:
     if not task or "/tasks/" not in task:
         return None
     queue_id = task.split("/tasks/", 1)[0].rsplit("/", 1)[-1]
-    return "/queues?" + urlencode({"queue": queue_id, "task": task})
+    return "/queues?" + urlencode({"queue": queue_id, "task": task}, safe="/")
 
 
 def _on(record: history.ActionRecord) -> str:

@@ -19,7 +19,7 @@ from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2
 
 from enqueuer_core import history
 from enqueuer_core.clients import logging_client, principal
-from enqueuer_core.errors import translate_google_errors
+from enqueuer_core.errors import EnqueuerError, translate_google_errors
 from enqueuer_core.inspect import READ_RETRY
 from pages import common
 
@@ -178,10 +178,30 @@ def per_minute_chart(counts: list[history.MinuteCount], since: dt.datetime,
     }, height=240, width="stretch")
 
 
-def attempts_chart(project: str, queue_path: str | None = None) -> None:
-    """The last hour's attempts per minute by status, from the task-operation logs."""
+def not_logging(queue_paths: list[str]) -> list[str]:
+    """The IDs of those queues whose log sampling is off (a queue that cannot be read is
+    left out: its own error shows where the queue does)."""
+    off = []
+    for path in queue_paths:
+        try:
+            if cached_sampling(path) <= 0:
+                off.append(path.rsplit("/", 1)[-1])
+        except EnqueuerError:
+            continue
+    return off
+
+
+def attempts_chart(project: str, queue_path: str | None = None,
+                   queue_paths: list[str] | None = None) -> None:
+    """The last hour's attempts per minute by status, from the task-operation logs (of one
+    queue, or of the project); ``queue_paths``: the queues to name if they log nothing."""
     until = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
     since = until - CHART_WINDOW  # whole minutes: the cache key changes once a minute
+    off = not_logging(queue_paths or [])
+    if off:
+        st.caption(f":material/visibility_off: Not counted, as their log sampling is off: "
+                   f"{', '.join(f'`{q}`' for q in off)}. The Dead letters page shows the "
+                   "command that turns it on.")
     with common.shown_errors():
         counts = cached_per_minute(project, since, queue_path)
         if not counts:

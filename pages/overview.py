@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from enqueuer_core.inspect import MISSING, PAGE_SIZE
-from pages import common
+from pages import common, history_views
 
 STATE_ICONS = {"RUNNING": ":green[RUNNING]", "PAUSED": ":orange[PAUSED]",
                "DISABLED": ":red[DISABLED]", MISSING: ":red[MISSING]"}
@@ -71,6 +71,10 @@ def main() -> None:
                           + (f" (among the first {PAGE_SIZE})." if g.more else "."))
                 common.page_link(common.QUEUES, "Open queue", ":material/arrow_forward:",
                                  query_params={"queue": queue_id})
+
+    st.subheader("Attempts in the last hour")
+    history_views.attempts_chart(settings.project_id, queue_paths=[
+        settings.queue_path(q) for q in by_queue])
 
 
 main()

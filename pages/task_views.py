@@ -21,7 +21,7 @@ from enqueuer_core.errors import EnqueuerError, Forbidden, TaskNotFound
 from enqueuer_core.explain import explain_failure
 from enqueuer_core.inspect import TaskDetail, TaskSnapshot
 from enqueuer_core.workers import WorkerSpec
-from pages import common
+from pages import common, history_views
 
 DETAILS_SHOWN = 5  # selected tasks shown in full; actions apply to all selected
 BUCKETS_S = [10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400]
@@ -131,6 +131,7 @@ def task_detail(name: str, workers: list[WorkerSpec]) -> None:
     except TaskNotFound:
         st.info("This task is no longer in the queue: it ran successfully, used up its "
                 "attempts, or was deleted.", icon=":material/task_alt:")
+        history_views.task_attempts(name)  # what happened to it: the logs keep it
         return
     except EnqueuerError as e:
         common.show_error(e)
@@ -141,6 +142,7 @@ def task_detail(name: str, workers: list[WorkerSpec]) -> None:
         fields(detail)
     with right:
         attempts(detail)
+    history_views.task_attempts(name)
     enqueue_again(detail, workers)
 
 
