@@ -203,7 +203,11 @@ class Authorizer:
         identities = {member, "allUsers"}
         if member not in ("allUsers", ""):
             identities.add("allAuthenticatedUsers")
-        for res in (resource, f"projects/{self.project}"):
+        # The project's bindings reach what is in the project; a resource named under
+        # another project (a log list of projects/OTHER) has only its own.
+        parts = resource.split("/")
+        foreign = parts[0] == "projects" and len(parts) > 1 and parts[1] != self.project
+        for res in (resource,) if foreign else (resource, f"projects/{self.project}"):
             for binding in self.policies.get(res).bindings:
                 if identities.isdisjoint(binding.members):
                     continue

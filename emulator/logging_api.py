@@ -39,6 +39,7 @@ from google.rpc import status_pb2
 from emulator.clock import now_us
 from emulator.errors import ApiError, invalid
 from emulator.iam import Authorizer
+from emulator.log_filter import FilterError, compile_filter
 from emulator.log_store import Cursor, LogRow, LogStore, insert_id, request_digest, to_proto
 
 SERVICE = "google.logging.v2.LoggingServiceV2"
@@ -58,19 +59,6 @@ _RESOURCE = re.compile(
     r"^projects/(?P<project>[^/]+)(/locations/[^/]+/buckets/[^/]+/views/[^/]+)?$")
 TOKEN_MISMATCH = "page_token doesn't match arguments from the request"
 FilterCompiler = Callable[[str], tuple[str, list[object]]]
-
-
-def _no_filters(text: str) -> tuple[str, list[object]]:
-    raise invalid("The emulator cannot filter log entries yet: list them without a filter.")
-
-
-try:  # the filter language lives in its own module (emulator/log_filter.py)
-    from emulator.log_filter import FilterError, compile_filter
-except ImportError:  # pragma: no cover - only while that module is being written
-    compile_filter = _no_filters
-
-    class FilterError(ValueError):  # type: ignore[no-redef]
-        message = ""
 
 
 class PartialErrors(ApiError):
@@ -204,7 +192,7 @@ class LoggingService:
             try:
                 where, params = self.compile_filter(req.filter)
             except FilterError as e:
-                raise invalid(e.message or str(e)) from None
+                raise invalid(e.message) from None
         digest = request_digest(req.resource_names, req.filter, descending)
         after = None
         if req.page_token:

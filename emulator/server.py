@@ -26,6 +26,7 @@ from emulator.grpc_server import GrpcRouter
 from emulator.http_api import oidc_routes
 from emulator.iam import Authorizer, PolicyStore, service_account_resource
 from emulator.iam_admin import IamAdmin
+from emulator.log_filter import INDEXES
 from emulator.log_store import LogStore
 from emulator.logging_api import LoggingService
 from emulator.oidc import Issuer
@@ -68,7 +69,7 @@ class Emulator:
     async def start(self) -> None:
         self.store = Store(self.db)
         self.issuer = Issuer(self.store)
-        self.logs = LogStore(self.store, self.config.logging.retention_days, _log_indexes())
+        self.logs = LogStore(self.store, self.config.logging.retention_days, INDEXES)
         limits = Limits(self.config.task_name_reservation_s, self.config.queue_name_reservation_s)
         self.dispatcher = Dispatcher(self.store, self.issuer, limits.task_name_reservation_s,
                                      self.logs)
@@ -199,15 +200,6 @@ def _bindings(bindings: list[BindingConfig]) -> dict[str, list[str]]:
     for b in bindings:
         out.setdefault(b.role, []).extend(m for m in b.members if m not in out.get(b.role, []))
     return out
-
-
-def _log_indexes() -> list[str]:
-    """The expression indexes the filter module's hot queries need (Contract A)."""
-    try:
-        from emulator.log_filter import INDEXES
-    except ImportError:  # pragma: no cover - only while that module is being written
-        return []
-    return list(INDEXES)
 
 
 def _queue_update(name: str, qc: QueueConfig) -> tuple[Queue, list[str]]:
