@@ -5,7 +5,10 @@ front door, IAM with the bindings a correct setup has, and the identity provider
 users log in with), then the API (callers send an ID token from the emulator's issuer) and
 the dashboard (users log in with ``st.login`` against the emulator) pointed at it; waits
 until each answers; prints where everything is;
-and on Ctrl-C or SIGTERM stops every process it started. State (tasks, keys) persists in a
+and on Ctrl-C or SIGTERM stops every process it started. The API's and the dashboard's stdout
+go to the emulator's Cloud Logging as Cloud Run ships them (``log_shipping``), and to their
+log files; the queues log every task's operations, as with ``--log-sampling-ratio=1.0``.
+State (tasks, keys) persists in a
 folder across runs. The settings it gives the API are kept in that folder as a profile,
 which ``enqueuer --local ...`` reads, so every other command talks to the same stack.
 """
@@ -15,48 +18,44 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from enqueuer_core.access import load_access
+from enqueuer_core.clients import logging_client
+from enqueuer_core.config import LOCAL_ADMIN as LOCAL_ADMIN  # re-exported, as before
 from enqueuer_core.config import (
-    LOCAL_ADMIN,
     LOCAL_API_CALLER,
-    LOCAL_CALLER_SA,
-    LOCAL_PRINCIPAL,
     LOCAL_PROJECT,
     LOCAL_REGION,
     LOCAL_USERS,
     load_settings,
 )
+from enqueuer_core.dev_config import (  # re-exported: callers import them from here
+    QUEUES as QUEUES,
+)
+from enqueuer_core.dev_config import (
+    SERVICES,
+    WORKERS,
+    DevPorts,
+    api_environment,
+    dashboard_secrets,
+    dashboard_url,
+    emulator_config,
+)
+from enqueuer_core.dev_config import free_port as free_port
 from enqueuer_core.errors import ConfigError
-from enqueuer_core.setup.desired import desired_state
-from enqueuer_core.workers import load_registry
+from enqueuer_core.log_shipping import LogShipper
 
 ROOT = Path(__file__).resolve().parent.parent  # where app.py and dashboard.py live
-# Each built-in worker: its settings suffix, its path, its dispatch deadline and the
-# request timeout its Cloud Run service has (longer than the deadline, as it must be).
-WORKERS = {
-    "brain": ("BRAIN", "/process", 700, 900),
-    "testimonios": ("TESTI", "/generate-testimony", 390, 600),
-    "transcripciones": ("TRANS", "/api/transcribe", 880, 1200),
-}
-QUEUES = {"brain": "queue-brain", "testimonios": "queue-testimonios",
-          "transcripciones": "queue-transcripciones"}
-# The dashboard's OAuth client at the emulator's identity provider.
-DASHBOARD_CLIENT_ID = "enqueuer-dashboard"
-DASHBOARD_CLIENT_SECRET = "local-dashboard-secret"  # a local stand-in: no Google account
 _READY = re.compile(r"gRPC (?P<host>[\d.]+):(?P<port>\d+), HTTP (?P<http>http://[^,\s]+)")
 _SERVICE = re.compile(r"\b(?P<name>[a-z][-a-z0-9]*)=(?P<url>http://[^\s,]+)")
 START_TIMEOUT_S = 60.0
@@ -68,125 +67,6 @@ def default_state_dir() -> Path:
         return Path(env)
     state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(state) / "enqueuer" / "dev"
-
-
-@dataclass
-class DevPorts:
-    emulator: int = 8123
-    emulator_http: int = 8124
-    api: int = 8080
-    dashboard: int = 8501
-    workers: dict[str, int] = field(default_factory=lambda: {
-        "brain": 8081, "testimonios": 8082, "transcripciones": 8083})
-
-    @classmethod
-    def ephemeral(cls) -> DevPorts:
-        """Free ports everywhere: for tests, and beside a stack already running."""
-        return cls(0, 0, free_port(), free_port(), dict.fromkeys(WORKERS, 0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def emulator_config(ports: DevPorts) -> str:
-    """The dev stack's Google: queues, the workers' services, and IAM exactly as
-    ``enqueuer setup --apply`` leaves it (``enqueuer --local setup``: nothing to change), plus
-    an operator who may make or repair every part of it."""
-    # The stack's own settings, whatever the shell exports (the URLs play no part here).
-    env = api_environment("dev-stack", dict.fromkeys(WORKERS, "http://127.0.0.1:1"))
-    settings = load_settings(**{k.lower(): v for k, v in env.items()}, workers_file=None,
-                             api_sa=LOCAL_PRINCIPAL, dashboard_sa=LOCAL_PRINCIPAL)
-    services = {w: f"projects/{LOCAL_PROJECT}/locations/{LOCAL_REGION}/services/{w}"
-                for w in WORKERS}
-    state = desired_state(settings, load_registry(settings), services, list(WORKERS))
-    granted: dict[tuple[str, str], dict[str, list[str]]] = {}
-    for g in state.grants:
-        granted.setdefault((g.scope, g.resource), {}).setdefault(g.role, []).append(g.member)
-
-    def bindings(scope: str, resource: str) -> str:
-        roles = granted.get((scope, resource), {})
-        return "[" + ", ".join(f'{{ role = "{r}", members = {json.dumps(m)} }}'
-                               for r, m in roles.items()) + "]"
-
-    operator = [{"role": r, "members": [LOCAL_ADMIN]} for r in (
-        "roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
-        "roles/resourcemanager.projectIamAdmin", "roles/run.admin")]
-    project = [{"role": r, "members": m}
-               for r, m in granted.get(("project", f"projects/{LOCAL_PROJECT}"), {}).items()]
-    lines = [
-        "# Written by `enqueuer dev` at each start; edit enqueuer_core/devstack.py instead.",
-        f'project = "{LOCAL_PROJECT}"', f'location = "{LOCAL_REGION}"', "",
-        "[iam]", "enforce = true", f'principal = "serviceAccount:{LOCAL_PRINCIPAL}"',
-        # The operator is a platform engineer: it may create queues, accounts and every
-        # binding `enqueuer setup --apply` makes (and break and repair a setup on purpose).
-        "bindings = [", *(f'  {{ role = "{b["role"]}", members = {json.dumps(b["members"])} }},'
-                         for b in project + operator), "]",
-    ]
-    for account in state.accounts:
-        resource = f"projects/{LOCAL_PROJECT}/serviceAccounts/{account.email}"
-        lines += ["", "[[service_accounts]]", f'email = "{account.email}"',
-                  f"bindings = {bindings('service_account', resource)}"]
-    for queue in state.queues:
-        lines += ["", "[[queues]]", f'name = "{queue.queue_id}"',
-                  f"bindings = {bindings('queue', queue.path)}"]
-    for worker, (_, path, _, timeout) in WORKERS.items():
-        invokers = granted.get(("run_service", services[worker]), {}).get(
-            "roles/run.invoker", [])
-        lines += ["", "[[services]]", f'name = "{worker}"', f"port = {ports.workers[worker]}",
-                  f'paths = ["{path}"]', f"timeout_s = {timeout}",
-                  f"invokers = {json.dumps(invokers)}"]
-    # Who can log in: the users of the access config, each shown with their role.
-    policy = load_access(settings)
-    users = [f'{{ email = "{m.split(":", 1)[1]}", name = "Local {role.label}" }}'
-             for m, role in policy.grants.items() if m.startswith("user:")]
-    lines += ["", "[oidc]", f"users = [{', '.join(users)}]", "", "[[oidc.clients]]",
-              f'client_id = "{DASHBOARD_CLIENT_ID}"',
-              f'client_secret = "{DASHBOARD_CLIENT_SECRET}"',
-              f'redirect_uris = ["{dashboard_url(ports)}/oauth2callback"]']
-    return "\n".join(lines) + "\n"
-
-
-def dashboard_url(ports: DevPorts) -> str:
-    # 127.0.0.1, never localhost: the login's redirect must come back to the very origin the
-    # browser is on, and the two are different origins to it.
-    return f"http://127.0.0.1:{ports.dashboard}"
-
-
-def dashboard_secrets(state: Path, emulator_http: str, url: str) -> Path:
-    """The dashboard's ``[auth]`` for ``st.login`` against the emulator's identity provider.
-
-    The cookie secret is kept in the state folder, so a restart does not log everyone out.
-    """
-    keep = state / "cookie-secret"
-    if not keep.is_file():
-        keep.write_text(secrets.token_hex(32))
-    path = state / "dashboard-secrets.toml"
-    path.write_text("\n".join([
-        "# Written by `enqueuer dev` at each start: st.login against the emulator.",
-        "[auth]", f'redirect_uri = "{url}/oauth2callback"',
-        f'cookie_secret = "{keep.read_text().strip()}"',
-        f'client_id = "{DASHBOARD_CLIENT_ID}"', f'client_secret = "{DASHBOARD_CLIENT_SECRET}"',
-        f'server_metadata_url = "{emulator_http}/.well-known/openid-configuration"', ""]))
-    return path
-
-
-def api_environment(grpc_target: str, services: dict[str, str], emulator_http: str | None = None,
-                    api_url: str | None = None) -> dict[str, str]:
-    """The settings the API (and ``--local``) use to reach the dev stack."""
-    env = {"CLOUD_TASKS_EMULATOR_HOST": grpc_target, "PROJECT_ID": LOCAL_PROJECT,
-           "TASKS_REGION": LOCAL_REGION, "CALLER_SA": LOCAL_CALLER_SA, "API_AUTH": "google"}
-    if emulator_http:
-        env["EMULATOR_HTTP_URL"] = emulator_http
-    if api_url:
-        env["API_AUDIENCE"] = api_url
-    for worker, (short, path, deadline, _) in WORKERS.items():
-        base = services[worker]
-        env |= {f"URL_{short}": base + path, f"AUD_{short}": base,
-                f"QUEUE_{short}": QUEUES[worker], f"DEADLINE_{short}_S": str(deadline)}
-    return env
 
 
 @dataclass
@@ -225,21 +105,36 @@ class DevStack:
         self.with_dashboard = dashboard
         self.say = say
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.shippers: list[LogShipper] = []
         self.profile: DevProfile | None = None
 
     # -- processes --------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
                ) -> subprocess.Popen[bytes]:
+        """Start ``name``; its output goes to ``logs/NAME.log``, and the API's and the
+        dashboard's stdout to the emulator's Logging too (``env``: their settings)."""
         logs = self.state / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        shipped = name in SERVICES
         with (logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                args, cwd=ROOT, stdout=subprocess.PIPE if name == "emulator" else log,
-                stderr=log, stdin=subprocess.DEVNULL,
+                args, cwd=ROOT, stdout=subprocess.PIPE if name == "emulator" or shipped
+                else log, stderr=log, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
         self.procs.append((name, proc))
+        if shipped and proc.stdout is not None:
+            settings = load_settings(**{k.lower(): v for k, v in (env or {}).items()})
+            service = SERVICES[name]
+            self.shippers.append(LogShipper(
+                proc.stdout, logs / f"{name}.log", logging_client(settings),
+                project=settings.project_id or LOCAL_PROJECT,
+                location=settings.tasks_region or LOCAL_REGION, service=service,
+                revision=f"{service}-00001-dev",
+                target=f"the emulator's Logging ({settings.cloud_tasks_emulator_host})",
+                warn=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True),
+            ).start())
         return proc
 
     def _log_tail(self, name: str) -> str:
@@ -302,17 +197,15 @@ class DevStack:
         return self.profile
 
     def stop(self) -> None:
-        """Stop every process, last started first; none is left behind."""
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        """Stop every process, last started first; none is left behind. The emulator goes
+        last, once the others' last log lines have reached its Logging."""
+        emulator = [p for p in self.procs if p[0] == "emulator"]
+        _terminate([p for _, p in reversed(self.procs) if (_, p) not in emulator])
+        for shipper in self.shippers:
+            shipper.close(timeout=5)
+        _terminate([p for _, p in emulator])
         self.procs.clear()
+        self.shippers.clear()
         profile = self.state / "profile.json"
         if profile.exists():
             profile.unlink()
@@ -322,6 +215,18 @@ class DevStack:
             if proc.poll() is not None:
                 return name
         return None
+
+
+def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str | None:

@@ -1,6 +1,7 @@
 """``enqueuer dev``: start the whole stack, run the README's curl (with its token from
-``enqueuer --local token``), see the job arrive verified at the local brain, run the lines the
-stack prints, stop with Ctrl-C, and leave no process behind."""
+``enqueuer --local token``), see the job arrive verified at the local brain and on record in
+the emulator's Logging, run the lines the stack prints, stop with Ctrl-C, and leave no process
+behind."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import signal
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
+from enqueuer_core.clients import logging_client
+from enqueuer_core.config import LOCAL_PRINCIPAL, LOCAL_USERS, load_settings
+from enqueuer_core.devstack import DevPorts, emulator_config
 from tests.emulator.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +117,32 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
     assert request["claims"]["aud"] == brain
     assert request["body"]["input_doc_id"] == "doc-in"
 
+    # The API's audit line went to the emulator's Logging as Cloud Run ships stdout, and the
+    # job's attempts are in its task-operation log; a local user reads both (history).
+    task = answer["task"]
+    logs = logging_client(load_settings(cloud_tasks_emulator_host=profile["emulator_grpc"]),
+                          acting_as="user:viewer@local-project.test")
+
+    def entries(flt: str) -> list:
+        return list(logs.list_log_entries(request={
+            "resource_names": ["projects/local-project"], "filter": flt}))
+
+    (line,) = wait_until(lambda: entries(
+        'labels.log="enqueuer-audit" AND jsonPayload.audit.action="enqueue" AND '
+        f'jsonPayload.audit.task="{task}" AND jsonPayload.audit.outcome="ok"'),
+        timeout=10, interval=0.1, what="the enqueue's audit line in Logging")
+    assert line.log_name == "projects/local-project/logs/run.googleapis.com%2Fstdout"
+    assert line.resource.type == "cloud_run_revision"
+    assert line.resource.labels["service_name"] == "enqueuer-api"
+    assert line.json_payload["audit"]["principal"] == "user:operator@local-project.test"
+    assert line.severity == 300  # NOTICE
+    assert task in (state / "logs" / "api.log").read_text()  # and in the API's log file
+    attempts = wait_until(lambda: [e for e in entries(
+        'logName="projects/local-project/logs/cloudtasks.googleapis.com%2Ftask_operations_log"'
+        f' AND jsonPayload.task="{task}"') if "attemptResponseLog" in e.json_payload],
+        timeout=10, interval=0.1, what="brain's attempt in the task-operation log")
+    assert attempts[0].json_payload["attemptResponseLog"]["status"] == "OK"
+
     # --local reaches the same stack.
     queues = subprocess.run([ENQUEUER, "--local", "queues", "--json"], capture_output=True,
                             text=True, timeout=30, env={**os.environ,
@@ -169,3 +200,30 @@ def test_state_persists_across_runs_and_no_api_leaves_the_api_out(tmp_path):
         assert keys == ["kept-across-runs"]
     finally:
         assert stop_dev(proc) == 0
+
+
+def test_the_dashboards_stdout_is_in_logging_and_the_local_users_may_read_history(tmp_path):
+    config = tomllib.loads(emulator_config(DevPorts.ephemeral()))
+    assert {q["log_sampling_ratio"] for q in config["queues"]} == {1.0}
+    on_project = {b["role"]: set(b["members"]) for b in config["iam"]["bindings"]}
+    account = f"serviceAccount:{LOCAL_PRINCIPAL}"  # the API's and the dashboard's
+    assert on_project["roles/logging.viewer"] == {account, *LOCAL_USERS}
+    assert on_project["roles/logging.logWriter"] == {account}
+
+    state = tmp_path / "state"
+    proc, lines = start_dev(state, "--no-api")
+    try:
+        profile = json.loads((state / "profile.json").read_text())
+        logs = logging_client(load_settings(cloud_tasks_emulator_host=profile["emulator_grpc"]),
+                              acting_as="user:admin@local-project.test")
+        (said, *_) = wait_until(lambda: list(logs.list_log_entries(request={
+            "resource_names": ["projects/local-project"],
+            "filter": 'resource.labels.service_name="enqueuer-dashboard" AND '
+                      'textPayload:"You can now view your Streamlit app"'})),
+            timeout=10, interval=0.1, what="the dashboard's first line in Logging")
+        assert said.resource.labels["revision_name"].startswith("enqueuer-dashboard-")
+    finally:
+        assert stop_dev(proc) == 0
+    wait_until(lambda: "Enqueuer dev stack stopped." in "".join(lines), timeout=5,
+               what="the stack's last line")
+    assert "warning:" not in "".join(lines)  # every entry reached Logging before it stopped
