@@ -441,6 +441,8 @@ def _options(
         for name, value in devstack.local_settings().items():
             os.environ.setdefault(name, value)
 
+from enqueuer_core import cli_history  # noqa: E402, F401  (history, dead, replay, activity)
+
 
 def main() -> None:
     app()

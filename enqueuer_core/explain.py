@@ -56,11 +56,12 @@ def _service_name(worker: WorkerSpec | None) -> str:
 
 
 def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | None,
-                    caller: str | None = None) -> Explanation | None:
+                    caller: str | None = None, final: bool = False) -> Explanation | None:
     """The likely cause of a failed attempt; None when there was no attempt or it succeeded.
 
     ``worker`` (the task's worker, when known) and ``caller`` (the account the task's
-    token is minted for, ``CALLER_SA``) make the fix concrete.
+    token is minted for, ``CALLER_SA``) make the fix concrete. ``final``: it was the last
+    attempt (a dead letter), so no retry is left to wait for.
     """
     if not code or _success(code):
         return None
@@ -130,10 +131,11 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
             headline=f"{title} is overloaded or scaling ({code})",
             detail="The worker (or Cloud Run in front of it) turned the request away: too "
                    "many requests at once, or no instance ready yet. Cloud Tasks retries "
-                   f"with backoff, so this often clears by itself.{said}",
-            fix="Wait for the retries. If it persists, raise the service's max instances or "
-                "concurrency, or lower the queue's max dispatches per second / concurrent "
-                "dispatches.",
+                   + ("with backoff, and the retries ran out." if final else
+                      "with backoff, so this often clears by itself.") + said,
+            fix=("Raise" if final else "Wait for the retries. If it persists, raise")
+                + " the service's max instances or concurrency, or lower the queue's max "
+                "dispatches per second / concurrent dispatches.",
             check=None,
         )
     if status == "UNREACHABLE":
@@ -160,8 +162,9 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
             headline=f"{title} failed ({code})",
             detail=f"The worker took the request and failed while handling it.{said}",
             fix=f"Look at {name}'s logs for this request (Cloud Run > {_service_name(worker)} "
-                "> Logs, or `gcloud run services logs read SERVICE`); Cloud Tasks retries "
-                "meanwhile.",
+                "> Logs, or `gcloud run services logs read SERVICE`)"
+                + (", fix it, then replay the job." if final else "; Cloud Tasks retries "
+                   "meanwhile."),
             check=None,
         )
     return Explanation(

@@ -194,12 +194,12 @@ def cause_of(status: str, worker: WorkerSpec | None = None, caller: str | None =
     if status == "UNAVAILABLE":
         # The log keeps only the code: a worker's own 503 and no answer at all both read
         # UNAVAILABLE (https://cloud.google.com/tasks/docs/reference/rpc/google.rpc#code).
-        down = explain_failure("UNAVAILABLE", None, worker, caller)
-        busy = explain_failure("503", None, worker, caller)
+        down = explain_failure("UNAVAILABLE", None, worker, caller, final=True)
+        busy = explain_failure("503", None, worker, caller, final=True)
         assert down and busy
         return (f"{down.headline}, or it answered 503 (UNAVAILABLE). {down.detail} "
                 f"Fix: {down.fix} If it did answer 503: {busy.fix}")
-    found = explain_failure(status, None, worker, caller)
+    found = explain_failure(status, None, worker, caller, final=True)
     if found is None:
         return "The last attempt succeeded."
     return f"{found.headline}. {found.detail} Fix: {found.fix}"
