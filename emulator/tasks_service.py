@@ -258,7 +258,15 @@ class CloudTasksService:
 
     # -- tasks ------------------------------------------------------------------------
 
+    def _check_full_view(self, view: int, queue: str) -> None:
+        """Tasks with their bodies need fullView: "Authorization for FULL requires
+        cloudtasks.tasks.fullView Google IAM permission on the Queue resource"
+        (cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2#google.cloud.tasks.v2.Task.View)."""
+        if view == FULL:
+            self._check("cloudtasks.tasks.fullView", queue)
+
     def ListTasks(self, req: ListTasksRequest) -> ListTasksResponse:
+        self._check_full_view(req.response_view, req.parent)
         self.queue(req.parent)
         limit = page_size(req.page_size, MAX_TASK_PAGE)
         after = read_seq(req.page_token) if req.page_token else 0
@@ -276,7 +284,7 @@ class CloudTasksService:
         return not_found(ENTITY_MISSING)
 
     def GetTask(self, req: GetTaskRequest) -> Task:
-        parse_task(req.name)
+        self._check_full_view(req.response_view, str(parse_task(req.name).queue))
         row = self.store.get_task(req.name)
         if row is None:
             raise self._gone(req.name)

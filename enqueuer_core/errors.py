@@ -114,7 +114,8 @@ class ConfigError(EnqueuerError):
     code = "config_error"
 
 
-# The permissions CreateTask needs, and the role that grants each.
+# The permissions Enqueuer's calls need (CreateTask's, the FULL view's), and the role that
+# grants each.
 _FIXES = {
     "iam.serviceAccounts.actAs": (
         "roles/iam.serviceAccountUser",
@@ -134,6 +135,13 @@ _FIXES = {
         "gcloud projects add-iam-policy-binding {project} --member={member} "
         "--role=roles/logging.viewer",
         "on the project {project}",
+    ),
+    # The FULL view: tasks with their bodies (payload search, bulk filters on payloads).
+    "cloudtasks.tasks.fullView": (
+        "roles/cloudtasks.viewer",
+        "gcloud tasks queues add-iam-policy-binding {queue_id} --location={location} "
+        "--member={member} --role=roles/cloudtasks.viewer --project={project}",
+        "on the queue {queue} (reading its tasks' payloads, the FULL view, needs it)",
     ),
 }
 _PERMISSION = re.compile(r"([a-z]+(?:\.[A-Za-z]+){2,})")
@@ -210,7 +218,8 @@ def _permission_denied(
     parts = queue.split("/")
     project, location, queue_id = (parts[1], parts[3], parts[5]) if len(parts) == 6 else (
         parts[1] if len(parts) == 2 else "PROJECT", "LOCATION", queue)
-    member = f"serviceAccount:{principal}" if principal else "PRINCIPAL"
+    kind = "serviceAccount" if (principal or "").endswith(".gserviceaccount.com") else "user"
+    member = f"{kind}:{principal}" if principal else "PRINCIPAL"
     account = caller or "CALLER_SA"
     fix = command.format(account=account, member=member, project=project, queue_id=queue_id,
                          location=location)
