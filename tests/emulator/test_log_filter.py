@@ -318,7 +318,16 @@ CONTRACT_B = {
     "activity by action and queue": (
         'labels.log="enqueuer-audit" AND jsonPayload.audit.action="enqueue" AND '
         f'jsonPayload.audit.target:"queues/q1" AND timestamp>="{SINCE}"', True,
-        "log_entries_label_log"),
+        "log_entries_audit_action"),
+    "activity by queue": ('labels.log="enqueuer-audit" AND jsonPayload.audit.target:"queues/q1"',
+                          True, "log_entries_label_log"),
+    "activity refused": ('labels.log="enqueuer-audit" AND jsonPayload.audit.outcome="denied"',
+                         True, "log_entries_audit_outcome"),
+    # Two indexes serve it alike: the one created later, the more selective, is taken.
+    "activity by person, action and outcome": (
+        'labels.log="enqueuer-audit" AND jsonPayload.audit.principal="user:a@example.com" AND '
+        'jsonPayload.audit.action="delete" AND jsonPayload.audit.outcome="ok"', True,
+        "log_entries_audit_principal"),
     "attempts per minute": (f'logName="{TASK_LOG}" AND jsonPayload.attemptResponseLog:* AND '
                             f'timestamp>="{SINCE}"', False, "log_entries_ts"),
     "attempts per minute of a queue": (
