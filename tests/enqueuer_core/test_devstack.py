@@ -137,6 +137,8 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
     assert line.json_payload["audit"]["principal"] == "user:operator@local-project.test"
     assert line.severity == 300  # NOTICE
     assert task in (state / "logs" / "api.log").read_text()  # and in the API's log file
+    assert any(line.startswith("  Cloud Logging") and profile["emulator_grpc"] in line
+               and str(state / "logs") in line for line in lines)
     attempts = wait_until(lambda: [e for e in entries(
         'logName="projects/local-project/logs/cloudtasks.googleapis.com%2Ftask_operations_log"'
         f' AND jsonPayload.task="{task}"') if "attemptResponseLog" in e.json_payload],
