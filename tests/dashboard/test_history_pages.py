@@ -33,19 +33,22 @@ from streamlit.testing.v1 import AppTest
 from enqueuer_core import history
 from enqueuer_core.access import Acting
 from enqueuer_core.build import EnqueueRequest
-from enqueuer_core.config import load_settings
+from enqueuer_core.config import LOCAL_PRINCIPAL, load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import Forbidden
 from enqueuer_core.log_shipping import entry_from_line
 from tests.dashboard.conftest import (
     ADMIN,
     BRAIN_PAYLOAD,
+    CALLER_SA,
     OPERATOR,
+    PATHS,
+    SHORT,
     VIEWER,
     Dash,
     make_dash,
 )
-from tests.emulator.harness import LOCATION, PROJECT, fast_retry, wait_until
+from tests.emulator.harness import LOCATION, PROJECT, fast_retry, start_emulator, wait_until
 
 DEAD, ACTIVITY, QUEUES = "pages/dead_letters.py", "pages/activity.py", "pages/queues.py"
 
@@ -291,6 +294,41 @@ def test_overview_charts_the_last_hours_attempts_and_names_the_queues_not_counte
     assert f"`{hist.queue_id('brain')}`" not in captions
     charts = [json.loads(e.proto.spec) for e in at.main if e.type == "vega_lite_chart"]
     assert any(c["encoding"].get("color", {}).get("field") == "status" for c in charts)
+
+
+# -- bad states -----------------------------------------------------------------------------
+
+
+def test_without_permission_to_read_the_logs_the_pages_say_which_role_to_grant(
+        tmp_path, monkeypatch, receiver):
+    # Google checks IAM: the dashboard's account may read the queues, not the logs.
+    queues = {short: f"noread-{service}" for service, short in SHORT.items()}
+    em = start_emulator(tmp_path, f"""
+[iam]
+enforce = true
+
+[[iam.bindings]]
+role = "roles/cloudtasks.viewer"
+members = ["serviceAccount:{LOCAL_PRINCIPAL}"]
+""" + "".join(f'\n[[queues]]\nname = "{q}"\n' for q in queues.values()))
+    try:
+        for service, short in SHORT.items():
+            monkeypatch.setenv(f"QUEUE_{short}", queues[short])
+            monkeypatch.setenv(f"URL_{short}", receiver.url + PATHS[service])
+        for var, value in (("CLOUD_TASKS_EMULATOR_HOST", em.target), ("PROJECT_ID", PROJECT),
+                           ("TASKS_REGION", LOCATION), ("CALLER_SA", CALLER_SA),
+                           ("DASHBOARD_AUTH", "oidc")):
+            monkeypatch.setenv(var, value)
+        monkeypatch.delenv("WORKERS_FILE", raising=False)
+        dash = Dash(em.client(), receiver, {})
+        for page in (DEAD, ACTIVITY):
+            at = dash.app(page)
+            assert not at.exception, (page, at.exception)
+            refusal = texts(at.error)
+            assert "logging.logEntries.list" in refusal, (page, refusal)
+            assert "roles/logging.viewer" in refusal, (page, refusal)
+    finally:
+        assert em.stop() == 0, "".join(em.stderr)
 
 
 def _records_view(show: Callable[[], None]) -> AppTest:
