@@ -20,7 +20,7 @@ from enqueuer_core.access import Acting, Action
 from enqueuer_core.config import Settings
 from enqueuer_core.inspect import PAGE_SIZE, QueueSnapshot, filter_tasks, resolve_queue
 from enqueuer_core.workers import Registry, WorkerSpec
-from pages import common
+from pages import bulk_views, common
 from pages.task_views import charts, delete, run_now, task_actions, task_details, tasks_table
 
 # The task views' actions, where the page's callers (and tests) reach them.
@@ -237,6 +237,9 @@ def main() -> None:
             common.fragment(tasks_section, run_every=REFRESH_S)(path, workers)
         else:
             tasks_section(path, workers)
+
+        st.divider()
+        bulk_views.panel(path)
 
 
 if __name__ == "__main__":  # as st.navigation runs a page; tests import its actions
