@@ -225,8 +225,10 @@ def main() -> None:
     common.show_flashes()
     path = pick_queue(settings, registry)
     workers = [w for w in registry if settings.queue_path(w.queue) == path]
+    # Apart: a queue that cannot be read (deleted since) may still have its dead letters.
     with common.shown_errors():
         sampling_notice(path)
+    with common.shown_errors():
         dead_letters_list(path, workers)
 
 

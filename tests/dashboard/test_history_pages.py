@@ -27,11 +27,13 @@ from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2
 from google.cloud.logging_v2.services.logging_service_v2.transports import (
     LoggingServiceV2GrpcTransport,
 )
+from google.cloud.logging_v2.types import LogEntry
 from google.protobuf import field_mask_pb2
 from streamlit.testing.v1 import AppTest
 
 from enqueuer_core import history
 from enqueuer_core.access import Acting
+from enqueuer_core.access.audit import audit_line
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import LOCAL_PRINCIPAL, load_settings
 from enqueuer_core.enqueue import Enqueuer
@@ -150,7 +152,9 @@ def test_dead_letters_lists_the_jobs_that_failed_for_good_with_their_cause(hist:
     assert "failed for good" in rows and "2 dispatch(es) of 2 allowed" in rows
     # Newest first: the job enqueued second died last.
     assert rows.index(hist.full.rsplit("/", 1)[1]) < rows.index(hist.hashed.rsplit("/", 1)[1])
-    assert "500" in texts(at.caption) or "INTERNAL" in rows  # the likely cause, in words
+    # Cloud Tasks logs an HTTP 500 as INTERNAL; the likely cause comes in words, with a fix.
+    assert ":red-badge[INTERNAL]" in rows
+    assert "The worker failed (INTERNAL)" in texts(at.caption) and "Fix:" in texts(at.caption)
     assert not at.error and not at.warning  # brain's queue logs its attempts
     links = [p for p in at.page_link if p.label == "Every attempt"]
     assert len(links) == 2 and f"task={hist.full}" in links[0].proto.query_string.replace(
@@ -294,6 +298,52 @@ def test_overview_charts_the_last_hours_attempts_and_names_the_queues_not_counte
     assert f"`{hist.queue_id('brain')}`" not in captions
     charts = [json.loads(e.proto.spec) for e in at.main if e.type == "vega_lite_chart"]
     assert any(c["encoding"].get("color", {}).get("field") == "status" for c in charts)
+
+
+# -- pages of them --------------------------------------------------------------------------
+
+
+def _final_failure(queue: str, n: int, when: dt.datetime) -> LogEntry:
+    """A final failure as Cloud Tasks logs it (Contract C), written by hand."""
+    project, location, queue_id = queue.split("/")[1::2]
+    return LogEntry.from_json(json.dumps({
+        "logName": history.task_log_name(project), "severity": "ERROR",
+        "timestamp": when.isoformat().replace("+00:00", "Z"),
+        "resource": {"type": "cloud_tasks_queue", "labels": {
+            "project_id": project, "location": location, "queue_id": queue_id,
+            "target_type": "HTTP"}},
+        "jsonPayload": {
+            "@type": "type.googleapis.com/google.cloud.tasks.logging.v1.TaskActivityLog",
+            "task": f"{queue}/tasks/paged-{n:02}",
+            "attemptResponseLog": {"attemptDuration": "0.010s", "dispatchCount": "3",
+                                   "responseCount": "3", "maxAttempts": 3,
+                                   "status": "UNAVAILABLE", "targetType": "HTTP",
+                                   "targetAddress": "POST http://127.0.0.1:9/process"}}}))
+
+
+def test_dead_letters_and_activity_come_a_page_at_a_time(hist: History):
+    queue = hist.dash.queues["transcripciones"]  # it logs, and nothing of it died
+    now = dt.datetime.now(dt.UTC)
+    hist.log.write_log_entries(entries=[
+        _final_failure(queue, n, now - dt.timedelta(minutes=30 - n)) for n in range(21)])
+    at = hist.dead_page(service="transcripciones")
+    first = texts(at.markdown)
+    assert "Page 1: 20 job(s)" in texts(at.caption) and "paged-20" in first
+    assert "paged-00" not in first  # newest first: the oldest is on the next page
+    at.button(key="dead_next").click().run()
+    assert "Page 2: 1 job(s)" in texts(at.caption) and "paged-00" in texts(at.markdown)
+    assert at.button(key="dead_next").disabled
+    at.button(key="dead_prev").click().run()
+    assert texts(at.markdown) == first
+
+    who = f"pager-{uuid.uuid4().hex[:8]}@example.com"
+    hist.ship("\n".join(json.dumps(audit_line(
+        principal=f"user:{who}", role="admin", via="cli", action="pause",
+        target=queue, outcome="ok", request_id=str(n))) for n in range(51)))
+    at = hist.dash.app(ACTIVITY, who=who)
+    assert len(activity_rows(at)) == 50 and "more on the next pages" in texts(at.caption)
+    at.button(key="act_next").click().run()
+    assert len(activity_rows(at)) == 1 and at.button(key="act_next").disabled
 
 
 # -- bad states -----------------------------------------------------------------------------
