@@ -116,8 +116,9 @@ def attempts_frame(records: list[history.AttemptRecord]) -> pd.DataFrame:
         columns=["time", "event", "status", "duration (s)", "dispatch", "outcome", "target"])
 
 
-def attempts_table(records: list[history.AttemptRecord]) -> None:
-    """Every logged attempt of a task, the final failure marked."""
+def attempts_table(records: list[history.AttemptRecord], queue_id: str | None = None) -> None:
+    """Every logged attempt of a task, the final failure marked (with the way to its replay,
+    on ``queue_id``'s Dead letters)."""
     st.dataframe(
         attempts_frame(records), hide_index=True, width="stretch",
         column_config={
@@ -131,6 +132,9 @@ def attempts_table(records: list[history.AttemptRecord]) -> None:
                  f"dispatch {final.dispatch_count}, with no retry left. The task is gone from "
                  "the queue; its dead letter can be replayed from the Dead letters page.",
                  icon=":material/report:")
+        if queue_id:
+            common.page_link(common.DEAD_LETTERS, "Replay it from Dead letters",
+                             ":material/replay:", query_params={"queue": queue_id})
 
 
 def task_attempts(task_name: str) -> None:
@@ -140,7 +144,7 @@ def task_attempts(task_name: str) -> None:
     with common.shown_errors():
         records = cached_attempts(task_name)
         if records:
-            attempts_table(records)
+            attempts_table(records, task_name.split("/tasks/", 1)[0].rsplit("/", 1)[-1])
             return
         ratio = sampling_notice(task_name.split("/tasks/", 1)[0])
         if ratio > 0:

@@ -1,7 +1,8 @@
 """What failed for good, and run it again, in a real browser against the whole local stack: a
 brain job sent to a wrong path of the worker (404) dies on its only attempt; Dead letters
 lists it, Replay sends it again (to the right URL, as the registry has it now) and shows the
-new task, linked to the old one; Activity lists the replay among who did what."""
+new task, linked to the old one; Activity lists the replay among who did what; the task's
+details show its attempts; the Overview charts the last hour's attempts."""
 
 from __future__ import annotations
 
@@ -116,3 +117,16 @@ def test_a_dead_job_is_replayed_from_dead_letters_and_activity_opens(
     expect_in_table(page, f"{key}-r1")
     assert_no_exception(page)
     screenshot(page, "activity")
+
+    # What happened to it: every attempt, though Cloud Tasks has forgotten the task.
+    open_page(page, f"/queues?queue=queue-brain&task={task}")
+    expect(page.get_by_test_id("stMain")).to_contain_text("no longer in the queue")
+    expect(page.get_by_test_id("stAlertContentError")).to_contain_text("Failed for good")
+    assert_no_exception(page)
+    screenshot(page, "task-attempts")
+
+    # And the last hour's attempts on the Overview, by status.
+    open_page(page, "/")
+    expect(page.get_by_role("heading", name="Attempts in the last hour")).to_be_visible()
+    expect(page.get_by_test_id("stVegaLiteChart").last).to_be_visible()
+    screenshot(page, "overview-attempts")

@@ -176,6 +176,8 @@ def test_a_task_that_failed_for_good_shows_every_attempt_with_the_final_failure_
     assert responses["outcome"].to_list()[-1] == "✖ failed for good"
     assert responses["outcome"].to_list()[0].startswith("retry at")
     assert "Failed for good" in texts(at.error)
+    replay = next(p for p in at.page_link if p.label == "Replay it from Dead letters")
+    assert replay.proto.query_string == f"queue={hist.queue_id('brain')}"
     assert "no longer in the queue" in texts(at.info)  # Cloud Tasks forgot it; the logs not
 
 
