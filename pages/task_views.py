@@ -220,11 +220,12 @@ def enqueue_again(detail: TaskDetail, workers: list[WorkerSpec]) -> None:
                  "Open the Enqueue form with this task's worker and payload, to edit and "
                  "enqueue as a new job."):
         assert worker is not None and isinstance(detail.payload, dict)
+        taken = (f" (the task's own, `{t.idempotency_key}`, is taken)"
+                 if t.idempotency_key else "")
         common.prefill_enqueue(
             worker.name, detail.payload, replay_of=t.name,
             note=f"Enqueuing task `{t.task_id}` again: the payload is the task's; edit it if "
-                 "needed, then enqueue. It gets a new idempotency key (the task's own "
-                 f"`{t.idempotency_key or '-'}` is taken).")
+                 f"needed, then enqueue. It gets a new idempotency key{taken}.")
     if cannot:
         st.caption(f":material/info: {cannot}")
     elif refused:
