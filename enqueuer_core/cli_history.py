@@ -19,6 +19,7 @@ from enqueuer_core.clients import logging_client
 from enqueuer_core.config import Settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import EnqueuerError, InvalidRequest
+from enqueuer_core.history.queries import worker_of
 from enqueuer_core.workers import Registry
 
 
@@ -84,7 +85,9 @@ def history_command(
             for a in attempts])
     last = attempts[-1]
     if last.final and last.status:
-        typer.echo(f"\nFailed for good: {history.cause_of(last.status)}")
+        worker = worker_of(enqueuer.registry, inspect.queue_of_task(name), last.target)
+        cause = history.cause_of(last.status, worker, settings.caller_sa)
+        typer.echo(f"\nFailed for good: {cause}\nRun it again: enqueuer replay {task}")
 
 
 def _sampling_off(enqueuer: Enqueuer, task_name: str) -> str | None:
@@ -166,7 +169,8 @@ def replay_command(
         client = logging_client(settings)
         payload = None
         if edit:
-            payload = _edited(history.replay_source(client, name, enqueuer.registry))
+            payload = _edited(history.replay_source(client, name, enqueuer.registry),
+                              enqueuer.registry)
         result = history.replay(enqueuer, client, name,
                                 _acting(settings, enqueuer.access), payload)
     if as_json:
@@ -178,11 +182,13 @@ def replay_command(
         typer.echo(f"  {label:<8} {value}")
 
 
-def _edited(source: history.ReplaySource) -> Any:
+def _edited(source: history.ReplaySource, registry: Registry) -> Any:
     if source.worker is None:
         raise InvalidRequest(f"Task {source.task} cannot be replayed: {source.why_not}")
-    text = json.dumps(source.payload if source.payload is not None else {}, indent=2,
-                      ensure_ascii=False) + "\n"
+    # Without the payload on record, the worker's example is a start to edit from.
+    start = source.payload if source.payload is not None else (
+        registry.workers[source.worker].example or {})
+    text = json.dumps(start, indent=2, ensure_ascii=False) + "\n"
     # Typer 0.29 vendors a click without edit(); click itself is installed (uvicorn's and
     # streamlit's dependency, pinned in requirements.txt).
     edited = click.edit(text, extension=".json")

@@ -82,9 +82,10 @@ def _worker(client: LoggingServiceV2Client, task_name: str, line: ActionRecord |
 
 def _why_not(task_name: str, line: ActionRecord | None, worker: WorkerSpec | None) -> str | None:
     if line is None:
-        return (f"no enqueue of {task_name} is on record in Cloud Logging: it was not created "
-                "through Enqueuer, its audit line has not reached Cloud Logging, or it is "
-                f"older than the logs keep. To run the job again, {EDIT_HINT}.")
+        return ("its enqueue is not on record in Cloud Logging: it was not created through "
+                "Enqueuer's API or dashboard (the CLI writes its audit lines to its stderr "
+                "only), its audit line has not reached Cloud Logging, or it is older than the "
+                f"logs keep. To run the job again, {EDIT_HINT}.")
     shipped = line.payload or {}
     if "content" not in shipped:
         omitted = shipped.get("content_omitted")
@@ -94,7 +95,7 @@ def _why_not(task_name: str, line: ActionRecord | None, worker: WorkerSpec | Non
         return (f"{reason}. Set AUDIT_PAYLOADS=full on the API and the dashboard so that "
                 f"later jobs can be replayed; for this one, {EDIT_HINT}.")
     if worker is None:
-        return (f"the worker of {task_name} is unknown here: its queue has no single worker "
+        return ("its worker is unknown here: its queue has no single worker "
                 "in this enqueuer's registry. Add the worker to the workers file "
                 "(WORKERS_FILE), or enqueue the job again from the Enqueue page.")
     return None

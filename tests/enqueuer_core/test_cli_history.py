@@ -1,4 +1,5 @@
-"""``enqueuer history|dead|replay|activity``, run as processes against the real emulator."""
+"""``enqueuer history|dead|replay|activity`` against the real emulator: in this process
+(Typer's runner, for speed), and the replay as the console script run as a process."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from pathlib import Path
 import pytest
 from google.cloud import tasks_v2
 from google.cloud.logging_v2.types import WriteLogEntriesRequest
+from typer.testing import CliRunner, Result
 
 from enqueuer_core import history
 from enqueuer_core.access import audit
 from enqueuer_core.build import EnqueueRequest
+from enqueuer_core.cli import app
 from enqueuer_core.clients import logging_client
 from enqueuer_core.config import load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.log_shipping import entry_from_line
 from tests.acting import as_admin
 from tests.emulator.harness import LOCATION, PARENT, PROJECT, fast_retry, queue_name, wait_until
-from tests.enqueuer_core.test_cli import CALLER, Stack, clean_env
+from tests.enqueuer_core.test_cli import CALLER, SETTING_NAMES, SETTING_PREFIXES, Stack, clean_env
 
 BRAIN = {"system_instructions_doc_id": "s", "base_prompt_doc_id": "b", "input_doc_id": "i",
          "output_doc_id": "o"}
@@ -45,6 +48,20 @@ def stack(emulator, worker, tmp_path: Path) -> Stack:
         "URL_BRAIN": f"{worker.url}/cli-{n}", "AUDIT_PAYLOADS": "full",
     }
     return Stack(env, {"BRAIN": queue_id}, client, tmp_path)
+
+
+def run(stack: Stack, *args: str, check: int, env: dict[str, str] | None = None) -> Result:
+    """``enqueuer ARGS`` in this process, with the stack's settings and nobody else's."""
+    others = {k: None for k in os.environ
+              if k in SETTING_NAMES or k.startswith(SETTING_PREFIXES) or k == "AUDIT_PAYLOADS"}
+    done = CliRunner().invoke(app, list(args), env=others | stack.env | (env or {}))
+    assert done.exception is None or isinstance(done.exception, SystemExit), done.exception
+    assert done.exit_code == check, (done.exit_code, done.stdout, done.stderr)
+    return done
+
+
+def as_json(stack: Stack, *args: str) -> dict:
+    return json.loads(run(stack, *args, "--json", check=0).stdout)
 
 
 def enqueuer_of(stack: Stack) -> Enqueuer:
@@ -84,24 +101,25 @@ def dead_job(stack: Stack, worker, capsys, key: str, payloads: str = "full") -> 
 def test_history_and_dead_show_what_happened_in_text_and_json(stack, worker, capsys) -> None:
     task = dead_job(stack, worker, capsys, "nightly-1")
     short = f"brain/{task.rsplit('/', 1)[1]}"
-    text = stack.run("history", short, check=0).stdout
+    text = run(stack, "history", short, check=0).stdout
     assert task in text and "NOT_FOUND" in text and "never (final)" in text
     assert "Failed for good" in text and "404" in text
-    answer = stack.json("history", short)
+    assert "URL_* for brain" in text and f"enqueuer replay {short}" in text  # its worker's fix
+    answer = as_json(stack, "history", short)
     assert answer["task"] == task
     assert [a["event"] for a in answer["attempts"]] == [
         "created", "dispatched", "response", "dispatched", "response"]
     assert answer["attempts"][-1]["final"] is True
 
-    dead = stack.run("dead", "brain", check=0).stdout
+    dead = run(stack, "dead", "brain", check=0).stdout
     assert task.rsplit("/", 1)[1] in dead and "Likely causes" in dead
     assert "NOT_FOUND" in dead and "URL_" in dead and "enqueuer replay brain/TASK" in dead
-    listed = stack.json("dead", stack.queues["BRAIN"], "--since", "30m")
+    listed = as_json(stack, "dead", stack.queues["BRAIN"], "--since", "30m")
     assert [d["task"] for d in listed["dead_letters"]] == [task]
     assert listed["dead_letters"][0]["max_attempts"] == 2 and listed["next_page_token"] == ""
     # Nothing failed after it.
     later = history.rfc3339(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
-    assert "No job of" in stack.run("dead", "brain", "--since", later, check=0).stdout
+    assert "No job of" in run(stack, "dead", "brain", "--since", later, check=0).stdout
 
 
 def test_replay_reaches_the_worker_and_twice_is_refused(stack, worker, capsys) -> None:
@@ -123,14 +141,14 @@ def test_replay_reaches_the_worker_and_twice_is_refused(stack, worker, capsys) -
 def test_replay_edit_sends_what_the_editor_saved(stack, worker, capsys, tmp_path) -> None:
     # Enqueued with the payload's hash only: a plain replay says why it cannot, --edit works.
     task = dead_job(stack, worker, capsys, "nightly-3", payloads="hash")
-    refused = stack.run("replay", task, check=2)
+    refused = run(stack, "replay", task, check=2)
     assert "AUDIT_PAYLOADS=full" in refused.stderr and "--edit" in refused.stderr
     edited = {**BRAIN, "input_doc_id": "from-my-records"}
     saved = tmp_path / "saved.json"
     saved.write_text(json.dumps(edited))
     # click runs `$EDITOR "file"`: this editor saves the payload from the operator's records.
-    answer = json.loads(stack.run("replay", task, "--edit", "--json",
-                                  env=stack.env | {"EDITOR": f"cp {saved}"}, check=0).stdout)
+    answer = json.loads(run(stack, "replay", task, "--edit", "--json",
+                            env={"EDITOR": f"cp {saved}"}, check=0).stdout)
     assert answer["idempotency_key"] == "nightly-3-r1" and answer["replay_of"] == task
     path = stack.env["URL_BRAIN"].removeprefix(worker.url)
     got = worker.at(path, 3)[-1]
@@ -138,8 +156,7 @@ def test_replay_edit_sends_what_the_editor_saved(stack, worker, capsys, tmp_path
 
     broken = tmp_path / "broken.json"
     broken.write_text('{"input_doc_id": ')
-    bad = stack.run("replay", task, "--edit", env=stack.env | {"EDITOR": f"cp {broken}"},
-                    check=2)
+    bad = run(stack, "replay", task, "--edit", env={"EDITOR": f"cp {broken}"}, check=2)
     assert "not valid JSON" in bad.stderr and "Nothing was enqueued" in bad.stderr
 
 
@@ -156,22 +173,22 @@ def test_activity_filters_by_who_action_and_queue(stack) -> None:
                  (ana, "delete", f"{queue}/tasks/t1", 20, {}),
                  (bob, "pause", queue, 10, {})]]
     ship(enqueuer, "\n".join(json.dumps(line) for line in lines))
-    text = stack.run("activity", "--who", ana, check=0).stdout
+    text = run(stack, "activity", "--who", ana, check=0).stdout
     assert "enqueue" in text and "delete" in text and "pause" not in text
     assert f"{stack.queues['BRAIN']}/t1" in text and "key k-a" in text
-    mine = stack.json("activity", "--who", ana.removeprefix("user:"), "--action", "enqueue",
-                      "--queue", "brain", "--since", "1h")
+    mine = as_json(stack, "activity", "--who", ana.removeprefix("user:"), "--action",
+                   "enqueue", "--queue", "brain", "--since", "1h")
     assert [(a["principal"], a["action"], a["idempotency_key"]) for a in mine["actions"]] == [
         (ana, "enqueue", "k-a")]
-    assert "No action on record matches" in stack.run("activity", "--who", bob, "--action",
-                                                      "enqueue", check=0).stdout
+    nothing = run(stack, "activity", "--who", bob, "--action", "enqueue", check=0)
+    assert "No action on record matches" in nothing.stdout
 
 
 def test_bad_input_exits_2_saying_what_to_write(stack) -> None:
-    since = stack.run("dead", "brain", "--since", "yesterday", check=2)
+    since = run(stack, "dead", "brain", "--since", "yesterday", check=2)
     assert "30m, 24h, 7d" in since.stderr and "RFC 3339" in since.stderr
-    as_json = json.loads(stack.run("activity", "--since", "2026-12-01", "--json",
-                                   check=2).stdout)
-    assert as_json["ok"] is False and as_json["error"]["code"] == "invalid_request"
-    task = stack.run("history", "0b1c-report-1", check=2)
+    refused = json.loads(run(stack, "activity", "--since", "2026-12-01", "--json",
+                             check=2).stdout)
+    assert refused["ok"] is False and refused["error"]["code"] == "invalid_request"
+    task = run(stack, "history", "0b1c-report-1", check=2)
     assert "QUEUE/TASK_ID" in task.stderr

@@ -445,4 +445,4 @@ def test_without_the_payload_on_record_replay_says_why_and_edit_and_replay_works
     assert result.idempotency_key == "hashed-1-r1"
     # A task nobody enqueued through Enqueuer: nothing on record to replay from.
     unknown = history.replay_source(logs, f"{queue}/tasks/nobody", enqueuer.registry)
-    assert "no enqueue of" in (unknown.why_not or "") and unknown.new_key == "nobody-r1"
+    assert "enqueue is not on record" in (unknown.why_not or "") and unknown.new_key == "nobody-r1"
