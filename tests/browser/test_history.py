@@ -115,6 +115,7 @@ def test_a_dead_job_is_replayed_from_dead_letters_and_activity_opens(
     wait_for_app_run(page)
     # The replay is on record: the stack ships the dashboard's audit lines to Logging.
     expect_in_table(page, f"{key}-r1")
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     assert_no_exception(page)
     screenshot(page, "activity")
 
