@@ -10,9 +10,13 @@ import os
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
 from google.cloud import tasks_v2
 from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+from google.cloud.logging_v2.services.logging_service_v2.transports import (
+    LoggingServiceV2GrpcTransport,
+)
 from google.cloud.logging_v2.types import LogEntry, WriteLogEntriesRequest
 
 from enqueuer_core import history
@@ -266,8 +270,17 @@ def test_a_tasks_attempts_from_real_dispatches(client, make_queue, worker, logs)
     assert history.log_sampling(client.get_queue(name=queue)) == 1.0
 
 
-def test_dead_letters_newest_first_paged_with_their_cause(client, make_queue, worker,
-                                                          logs) -> None:
+class Counting(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return continuation(details, request)
+
+
+def test_dead_letters_newest_first_paged_with_their_cause(emulator, client, make_queue,
+                                                          worker, logs) -> None:
     start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     queue = make_queue(stackdriver_logging_config=LOGGED, retry_config=fast_retry(
         max_attempts=2))
@@ -280,7 +293,11 @@ def test_dead_letters_newest_first_paged_with_their_cause(client, make_queue, wo
     worker.at(alive, 1)
     wait_until(lambda: len(history.dead_letters(logs, queue, start).items) == 3,
                what="three dead letters logged")
-    first = history.dead_letters(logs, queue, start, page_size=2)
+    counting = Counting()
+    calls = LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(
+        channel=grpc.intercept_channel(grpc.insecure_channel(emulator.target), counting)))
+    first = history.dead_letters(calls, queue, start, page_size=2)
+    assert counting.calls == 1  # one ListLogEntries call per page, though more pages exist
     second = history.dead_letters(logs, queue, start, page_size=2,
                                   page_token=first.next_page_token)
     assert len(first.items) == 2 and first.next_page_token and len(second.items) == 1
