@@ -35,6 +35,7 @@ _SPECIAL = set('()=!<>:~,*"')
 _OPS = ("!=", "<=", ">=", "=~", "!~", "=", "<", ">", ":")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "a": "\a"}
 MAX_FILTER_CHARS = 20_000  # "The length of a query can't exceed 20,000 characters."
+MAX_DEPTH = 100  # nested parentheses and NOTs; SQLite's own limit is 1,000
 
 Op = Literal["=", "!=", "<", "<=", ">", ">=", ":"]
 
@@ -202,6 +203,7 @@ class _Parser:
         self.toks = self.lexer.tokens()
         self.k = 0
         self.term_item: _Item = self.term  # one bound method, so that ``is`` tells it apart
+        self.depth = 0
 
     @property
     def tok(self) -> Token:
@@ -253,6 +255,17 @@ class _Parser:
 
     def unary(self, item: _Item) -> Node:
         t = self.tok
+        if t.kind in ("(", "-") or self.is_kw(t, "NOT"):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.error(t, f"parentheses and NOTs nest more than {MAX_DEPTH} deep")
+        try:
+            return self._unary(item, t)
+        finally:
+            if t.kind in ("(", "-") or self.is_kw(t, "NOT"):
+                self.depth -= 1
+
+    def _unary(self, item: _Item, t: Token) -> Node:
         negative = item is not self.term_item and self.negative_number()
         if self.is_kw(t, "NOT") or (t.kind == "-" and not negative):
             self.next()

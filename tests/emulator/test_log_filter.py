@@ -292,6 +292,8 @@ def test_literals_are_parameters_and_paths_cannot_escape(db):
     ('timestamp:"2026"', "timestamp has no substrings"),
     ("logName=NULL_VALUE", "NULL_VALUE compares only with = or !="),
     ("x" * 20_001, "the maximum is 20,000"),
+    ("(" * 101 + "logName:x" + ")" * 101, "nest more than 100 deep"),
+    ("NOT " * 200 + "logName:x", "nest more than 100 deep"),
 ])
 def test_refusals_say_what_and_where(text, message):
     with pytest.raises(FilterError) as e:
