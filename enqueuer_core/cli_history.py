@@ -14,20 +14,22 @@ import click
 import typer
 
 from enqueuer_core import history, inspect
-from enqueuer_core.cli import JsonFlag, _acting, _print_json, _reporting, _settings, _table, _when
+from enqueuer_core.cli import (
+    JsonFlag,
+    _acting,
+    _print_json,
+    _reporting,
+    _settings,
+    _table,
+    _when,
+    app,
+)
 from enqueuer_core.clients import logging_client
 from enqueuer_core.config import Settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import EnqueuerError, InvalidRequest
 from enqueuer_core.history.queries import worker_of
 from enqueuer_core.workers import Registry
-
-
-def _register() -> None:
-    from enqueuer_core.cli import app as main
-
-    for command in (history_command, dead_command, replay_command, activity_command):
-        main.command(command.__name__.removesuffix("_command"))(command)
 
 
 def resolve_task(name: str, settings: Settings, registry: Registry) -> str:
@@ -42,8 +44,8 @@ def resolve_task(name: str, settings: Settings, registry: Registry) -> str:
             f"TASK {name!r} needs its queue: write QUEUE/TASK_ID (for example "
             "brain/0b1c…-report-1, the queue as a worker name or a queue ID) or the full name "
             "projects/P/locations/L/queues/Q/tasks/T, as `enqueuer tasks QUEUE` lists it")
-    return f"{inspect.resolve_queue(queue.removeprefix('queues/'), settings, registry)}" \
-           f"/tasks/{task_id}"
+    queue_path = inspect.resolve_queue(queue.removeprefix("queues/"), settings, registry)
+    return f"{queue_path}/tasks/{task_id}"
 
 
 def _since(text: str | None) -> dt.datetime | None:
@@ -52,6 +54,7 @@ def _since(text: str | None) -> dt.datetime | None:
 
 # -- enqueuer history TASK ------------------------------------------------------------------
 
+@app.command("history")
 def history_command(
     task: Annotated[str, typer.Argument(
         help="QUEUE/TASK_ID (the queue as a worker name or queue ID) or the full task name.")],
@@ -103,6 +106,7 @@ def _sampling_off(enqueuer: Enqueuer, task_name: str) -> str | None:
 
 # -- enqueuer dead QUEUE ----------------------------------------------------------------------
 
+@app.command("dead")
 def dead_command(
     queue: Annotated[str, typer.Argument(
         help="A queue ID, a worker name (its queue) or a full queue name.")],
@@ -148,6 +152,7 @@ def dead_command(
 
 # -- enqueuer replay TASK ---------------------------------------------------------------------
 
+@app.command("replay")
 def replay_command(
     task: Annotated[str, typer.Argument(
         help="QUEUE/TASK_ID (the queue as a worker name or queue ID) or the full task name.")],
@@ -204,6 +209,7 @@ def _edited(source: history.ReplaySource, registry: Registry) -> Any:
 
 # -- enqueuer activity ------------------------------------------------------------------------
 
+@app.command("activity")
 def activity_command(
     who: Annotated[str | None, typer.Option(
         "--who", help="Who acted: user:ana@example.com, serviceAccount:…, or an email.")
@@ -261,5 +267,3 @@ def _detail(a: history.ActionRecord) -> str | None:
             f"replays {a.replay_of.rsplit('/', 1)[-1]}" if a.replay_of else ""]
     return ", ".join(b for b in bits if b) or None
 
-
-_register()
