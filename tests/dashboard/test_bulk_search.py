@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from google.protobuf import timestamp_pb2
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.conftest import BRAIN_PAYLOAD, VIEWER, Dash, audit_lines
@@ -88,8 +89,7 @@ def job(dash: Dash, service: str, payload: dict) -> str:
         schedule_time=later(3600))).name
 
 
-def later(seconds: float):
-    from google.protobuf import timestamp_pb2
+def later(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds))
     return ts
