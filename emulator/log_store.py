@@ -73,10 +73,16 @@ def insert_id() -> str:
     return _process + "".join(reversed(out))
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def rfc3339(us: int) -> str:
     """A timestamp in protobuf's JSON form (0, 3 or 6 fractional digits, "Z")."""
     secs, frac = divmod(us, US)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    cached, text = _last_second[0]
+    if cached != secs:  # the entries of one dispatch batch share their second
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        _last_second[0] = (secs, text)
     if not frac:
         return text + "Z"
     if frac % 1000 == 0:

@@ -61,6 +61,8 @@ ACTIVITY_TYPE = "type.googleapis.com/google.cloud.tasks.logging.v1.TaskActivityL
 TARGET_TYPE = "HTTP"  # the emulator dispatches HTTP targets only
 _METHODS = {m.value: m.name for m in tasks_v2.HttpMethod if m.value}
 _COMPACT = (",", ":")
+# One encoder for every entry: json.dumps with arguments builds a new encoder per call.
+_encode = json.JSONEncoder(separators=_COMPACT).encode
 
 
 def task_log_name(project: str) -> str:
@@ -107,7 +109,7 @@ def _entry(log: QueueLog, ts_us: int, severity: int, task: str, kind: str,
     # The JSON text is built here rather than through a proto: this runs for every
     # dispatch, and the dispatch rate with logging on must stay near the rate without.
     text = (f'{{"insertId":"{insert_id()}","jsonPayload":{{"@type":"{ACTIVITY_TYPE}",'
-            f'"task":{json.dumps(task)},"{kind}":{json.dumps(body, separators=_COMPACT)}}},'
+            f'"task":{_encode(task)},"{kind}":{_encode(body)}}},'
             f'{log.common},"timestamp":"{ts}","receiveTimestamp":"{ts}",'
             f'"severity":"{SEVERITY_NAMES[severity]}"}}')
     return log.log_name, ts_us, severity, text
