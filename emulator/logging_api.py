@@ -38,6 +38,7 @@ from google.rpc import status_pb2
 
 from emulator.clock import now_us
 from emulator.errors import ApiError, invalid
+from emulator.grpc_server import GrpcRouter
 from emulator.iam import Authorizer
 from emulator.log_filter import FilterError, compile_filter
 from emulator.log_store import Cursor, LogRow, LogStore, insert_id, request_digest, to_proto
@@ -105,7 +106,7 @@ class LoggingService:
         self.authorizer = authorizer
         self.compile_filter = compile_filter
 
-    def register(self, router) -> None:  # type: ignore[no-untyped-def]
+    def register(self, router: GrpcRouter) -> None:
         router.add_all(SERVICE, self, {
             "WriteLogEntries": WriteLogEntriesRequest,
             "ListLogEntries": ListLogEntriesRequest,
