@@ -92,6 +92,25 @@ def test_write_applies_the_requests_defaults_and_lists_back(logs, project):
     assert second.insert_id == "mine" and second.timestamp == at(-60)
 
 
+def test_every_field_comes_back_as_written(logs, project):
+    written = LogEntry(
+        log_name=f"projects/{project}/logs/full", resource={"type": "global",
+                                                             "labels": {"project_id": project}},
+        timestamp=at(-5), severity=log_severity_pb2.ERROR, insert_id="full-1",
+        labels={"a": "1"}, json_payload={"n": 1.5, "list": [1, "two", None], "ok": True},
+        http_request={"request_method": "POST", "request_url": "http://x/y", "status": 503,
+                      "response_size": 12, "latency": {"seconds": 1, "nanos": 500}},
+        trace=f"projects/{project}/traces/abc", span_id="000000000000004a", trace_sampled=True,
+        operation={"id": "op", "producer": "me", "first": True},
+        source_location={"file": "app.py", "line": 12, "function": "main"},
+        split={"uid": "s", "index": 1, "total_splits": 2})
+    logs.write_log_entries(entries=[written])
+    (got,) = listed(logs, project)
+    assert got.receive_timestamp >= got.timestamp
+    got.receive_timestamp = None
+    assert got == written
+
+
 def test_both_orders_over_several_pages_with_the_official_pager(logs, project):
     log = f"projects/{project}/logs/paged"
     # Written out of order; five share one timestamp and keep the order they were sent in.
