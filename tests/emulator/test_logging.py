@@ -173,6 +173,22 @@ def test_retention_setting_and_the_janitor(tmp_path):
         assert em.stop() == 0, "".join(em.stderr)
 
 
+def test_entries_survive_a_kill_9(tmp_path):
+    db = str(tmp_path / "state.db")
+    em = start_emulator(tmp_path, db=db)
+    try:
+        logging_client(em).write_log_entries(
+            log_name="projects/p/logs/kept", resource=GLOBAL,
+            entries=[LogEntry(text_payload=str(i)) for i in range(3)])
+    finally:
+        em.kill9()
+    em = start_emulator(tmp_path, db=db)
+    try:
+        assert [e.text_payload for e in listed(logging_client(em), "p")] == ["0", "1", "2"]
+    finally:
+        assert em.stop() == 0, "".join(em.stderr)
+
+
 @pytest.mark.parametrize("order_by", ["severity desc", "timestamp up", "insertId"])
 def test_bad_order_by(logs, project, order_by):
     with pytest.raises(gexc.InvalidArgument, match=r'"timestamp asc".*"timestamp desc"'):
