@@ -154,8 +154,11 @@ def dashboard_secrets(state: Path, emulator_http: str, url: str) -> Path:
 def api_environment(grpc_target: str, services: dict[str, str], emulator_http: str | None = None,
                     api_url: str | None = None) -> dict[str, str]:
     """The settings the API (and ``--local``) use to reach the dev stack."""
+    # Payloads in the audit lines: the local stack holds no real data, and with them a job
+    # that failed for good can be replayed as it was (production keeps the hash by default).
     env = {"CLOUD_TASKS_EMULATOR_HOST": grpc_target, "PROJECT_ID": LOCAL_PROJECT,
-           "TASKS_REGION": LOCAL_REGION, "CALLER_SA": LOCAL_CALLER_SA, "API_AUTH": "google"}
+           "TASKS_REGION": LOCAL_REGION, "CALLER_SA": LOCAL_CALLER_SA, "API_AUTH": "google",
+           "AUDIT_PAYLOADS": "full"}
     if emulator_http:
         env["EMULATOR_HTTP_URL"] = emulator_http
     if api_url:

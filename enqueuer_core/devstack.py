@@ -299,7 +299,8 @@ def describe(profile: DevProfile, state: Path) -> list[str]:
     lines.append(f"  {'sign-in':<15} {profile.emulator_http}/.well-known/openid-configuration "
                  "(the local users' identity provider)")
     lines.append(f"  {'Cloud Logging':<15} {profile.emulator_grpc} (gRPC): the queues' task "
-                 "logs and the API's and dashboard's stdout (audit lines); files in "
+                 "logs and the API's and dashboard's stdout (audit lines, payloads included: "
+                 "AUDIT_PAYLOADS=full); files in "
                  f"{state / 'logs'}")
     for worker, url in profile.services.items():
         path = WORKERS[worker][1] if worker in WORKERS else ""

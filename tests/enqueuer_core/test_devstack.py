@@ -135,6 +135,8 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
     assert line.resource.type == "cloud_run_revision"
     assert line.resource.labels["service_name"] == "enqueuer-api"
     assert line.json_payload["audit"]["principal"] == "user:operator@local-project.test"
+    # The local stack keeps payloads (AUDIT_PAYLOADS=full), so a dead job can be replayed.
+    assert line.json_payload["audit"]["payload"]["content"]["input_doc_id"] == "doc-in"
     assert line.severity == 300  # NOTICE
     assert task in (state / "logs" / "api.log").read_text()  # and in the API's log file
     assert any(line.startswith("  Cloud Logging") and profile["emulator_grpc"] in line
