@@ -27,19 +27,16 @@ ListTasks, GetTask, DeleteTask and RunTask are not checked against IAM yet (Goog
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import grpc
 from google.cloud import tasks_v2
 from google.iam.v1 import iam_policy_pb2
 from google.protobuf import empty_pb2
 
-from emulator import task_logs
-from emulator.clock import US, duration, from_timestamp, now_us, seconds, to_timestamp
-from emulator.dispatcher import USER_AGENT, Dispatcher
+from emulator import new_tasks, task_logs
+from emulator.clock import US, now_us, to_timestamp
+from emulator.dispatcher import Dispatcher
 from emulator.errors import ApiError, invalid, not_found
 from emulator.iam import Authorizer, Policy, service_account_resource, tasks_denied
 from emulator.names import parse_location, parse_queue, parse_task
@@ -78,16 +75,12 @@ TASK_TOO_RECENT = (
     "information about task de-duplication see https://cloud.google.com/tasks/docs/reference/"
     "rest/v2/projects.locations.queues.tasks/create#body.request_body.FIELDS.task."
 )
-MAX_TASK_BYTES = 1_048_569  # measured against Cloud Tasks: larger stored tasks are refused
-MAX_SCHEDULE_AHEAD_S = 720 * 3600
-MIN_DEADLINE_S, MAX_DEADLINE_S, DEFAULT_DEADLINE_S = 15, 1800, 600
 MAX_TASK_PAGE, MAX_QUEUE_PAGE = 1000, 9800
 QUEUE_PERMISSIONS = frozenset(
     [f"cloudtasks.queues.{v}" for v in
      ("get", "update", "delete", "pause", "resume", "purge", "getIamPolicy", "setIamPolicy")]
     + [f"cloudtasks.tasks.{v}" for v in ("create", "get", "list", "delete", "run", "fullView")]
 )
-_PACIFIC = ZoneInfo("America/Los_Angeles")
 
 
 @dataclass
@@ -324,28 +317,14 @@ class CloudTasksService:
         if queue is None:
             raise not_found(QUEUE_MISSING)
         now = now_us()
-        self._check_target(task)
-        self._check_schedule(task, now)
-        self._check_deadline(task)
+        new_tasks.check(task, now)
         # A token minted for a service account: the caller must be allowed to act as it.
         token = task.http_request.WhichOneof("authorization_header")
         if token is not None:
             email = getattr(task.http_request, token).service_account_email
             self.authorizer.require(member, "iam.serviceAccounts.actAs",
                                     service_account_resource(email), email)
-        for field in ("create_time", "dispatch_count", "response_count", "first_attempt",
-                      "last_attempt", "view"):
-            task.ClearField(field)
-        if not task.name:
-            task.name = f"{queue_name}/tasks/{_generated_id()}"
-        task.create_time.seconds = now // US  # Cloud Tasks keeps whole seconds here
-        headers = task.http_request.headers
-        for key in [k for k in headers if k.lower() == "user-agent"]:
-            del headers[key]
-        headers["User-Agent"] = USER_AGENT
-        task.view = FULL
-        if task.ByteSize() > MAX_TASK_BYTES:
-            raise invalid("Task size too large")
+        new_tasks.complete(task, str(queue_name), now)
         reserved = self.store.reserved_until(task.name)
         if reserved is not None and reserved > now:
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, TASK_TOO_RECENT)
@@ -357,46 +336,6 @@ class CloudTasksService:
         # Due now or later, the runner re-reads when its next task is due.
         self.dispatcher.wake(req.parent)
         return _view(task, req.response_view)
-
-    @staticmethod
-    def _check_target(task: Task) -> None:
-        if task.HasField("app_engine_http_request"):
-            raise ApiError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "App Engine tasks are not supported by the emulator: use an http_request.",
-            )
-        url = task.http_request.url
-        if not url:
-            raise invalid("HttpRequest.url is required.")
-        if not url.startswith(("http://", "https://")):
-            raise invalid("HttpTarget.url must start with 'http://' or 'https://'.")
-
-    @staticmethod
-    def _check_schedule(task: Task, now: int) -> None:
-        if not task.HasField("schedule_time") or from_timestamp(task.schedule_time) < now:
-            task.schedule_time.CopyFrom(to_timestamp(now))
-            return
-        # Cloud Tasks keeps microseconds.
-        task.schedule_time.CopyFrom(to_timestamp(from_timestamp(task.schedule_time)))
-        if from_timestamp(task.schedule_time) - now > MAX_SCHEDULE_AHEAD_S * US:
-            when = dt.datetime.fromtimestamp(task.schedule_time.seconds, _PACIFIC)
-            raise invalid(
-                f"The Task.scheduleTime, {when.isoformat()}, is too far in the future. "
-                "Schedule time must be no more than 720h in the future."
-            )
-
-    @staticmethod
-    def _check_deadline(task: Task) -> None:
-        if not task.HasField("dispatch_deadline"):
-            task.dispatch_deadline.CopyFrom(duration(DEFAULT_DEADLINE_S))
-            return
-        if not MIN_DEADLINE_S <= seconds(task.dispatch_deadline) <= MAX_DEADLINE_S:
-            raise invalid("Task.dispatchDeadline must be between [15s, 30m].")
-
-
-def _generated_id() -> str:
-    # Cloud Tasks names unnamed tasks with a long random number.
-    return str(secrets.randbelow(9 * 10**18) + 10**18)
 
 
 def _state_filter(filter_: str) -> int | None:
