@@ -33,19 +33,19 @@ from enqueuer_core.workers import Registry
 
 
 def resolve_task(name: str, settings: Settings, registry: Registry) -> str:
-    """A full task name from a full name or ``QUEUE/TASK_ID`` (a queue ID or a worker name,
-    as ``enqueuer tasks`` takes it)."""
+    """A full task name from a full name or ``QUEUE/TASK_ID`` or ``QUEUE/KEY`` (the queue as
+    a queue ID or a worker name, as ``enqueuer tasks`` takes it; the key it was enqueued
+    with names the task, see ``history.task_for``)."""
     if name.startswith("projects/"):
         return name
-    queue, _, task_id = name.rpartition("/")
-    queue = queue.removesuffix("/tasks")
-    if not queue or not task_id:
+    queue, _, ref = name.removeprefix("queues/").partition("/")
+    ref = ref.removeprefix("tasks/")
+    if not queue or not ref:
         raise InvalidRequest(
-            f"TASK {name!r} needs its queue: write QUEUE/TASK_ID (for example "
-            "brain/0b1c…-report-1, the queue as a worker name or a queue ID) or the full name "
+            f"TASK {name!r} needs its queue: write QUEUE/TASK_ID or QUEUE/KEY (for example "
+            "brain/report-1, the queue as a worker name or a queue ID) or the full name "
             "projects/P/locations/L/queues/Q/tasks/T, as `enqueuer tasks QUEUE` lists it")
-    queue_path = inspect.resolve_queue(queue.removeprefix("queues/"), settings, registry)
-    return f"{queue_path}/tasks/{task_id}"
+    return history.task_for(ref, inspect.resolve_queue(queue, settings, registry))
 
 
 def _since(text: str | None) -> dt.datetime | None:
@@ -57,7 +57,8 @@ def _since(text: str | None) -> dt.datetime | None:
 @app.command("history")
 def history_command(
     task: Annotated[str, typer.Argument(
-        help="QUEUE/TASK_ID (the queue as a worker name or queue ID) or the full task name.")],
+        help="QUEUE/TASK_ID or QUEUE/KEY (the queue as a worker name or queue ID; the "
+        "idempotency key the job was enqueued with) or the full task name.")],
     as_json: JsonFlag = False,
 ) -> None:
     """Every attempt of one task, oldest first, from Cloud Tasks' logs.
@@ -155,7 +156,8 @@ def dead_command(
 @app.command("replay")
 def replay_command(
     task: Annotated[str, typer.Argument(
-        help="QUEUE/TASK_ID (the queue as a worker name or queue ID) or the full task name.")],
+        help="QUEUE/TASK_ID or QUEUE/KEY (the queue as a worker name or queue ID; the "
+        "idempotency key the job was enqueued with) or the full task name.")],
     edit: Annotated[bool, typer.Option(
         "--edit", help="Edit the payload in $EDITOR first (also when the logs do not keep "
         "it: then write it from your records).")] = False,

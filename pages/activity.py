@@ -125,18 +125,24 @@ def activity(project: str) -> None:
 
 
 def what_happened() -> None:
-    """One task's attempts, whether it is still queued, ran, or died."""
-    st.subheader("What happened to a task?")
-    name = st.text_input("Task name", key="act_task", value=st.query_params.get("task", ""),
-                         placeholder="projects/P/locations/L/queues/Q/tasks/ID").strip()
-    if not name:
-        st.caption("Paste a task's full name (the API, the CLI and the Enqueue page give it) "
-                   "to see its every attempt from the logs.")
+    """One job's attempts, whether it is still queued, ran, or died: found by its task name,
+    its task ID or the idempotency key it was enqueued with."""
+    st.subheader("What happened to a job?")
+    enqueuer = common.enqueuer()
+    queues = {w.queue: w.name for w in enqueuer.registry}
+    c1, c2 = st.columns([1, 3])
+    queue = c1.selectbox("Queue", list(queues), key="act_job_queue",
+                         format_func=lambda q: f"{q} ({queues[q]})")
+    ref = c2.text_input("Idempotency key, task ID or task name", key="act_task",
+                        value=st.query_params.get("task", ""),
+                        placeholder="report-1, or projects/P/locations/L/queues/Q/tasks/ID")
+    if not ref.strip():
+        st.caption("The key the job was enqueued with is enough (the API's answer, the CLI "
+                   "and the Enqueue page show it): every attempt from the logs, even once "
+                   "Cloud Tasks has forgotten the task.")
         return
-    if "/queues/" not in name or "/tasks/" not in name:
-        st.error(f"{name!r} is not a task's full name: it reads "
-                 "projects/PROJECT/locations/LOCATION/queues/QUEUE/tasks/ID.")
-        return
+    name = history.task_for(ref, enqueuer.settings.queue_path(queue))
+    st.caption(f"Task `{name}`")
     task_attempts(name)
     link = task_link(name)
     if link:

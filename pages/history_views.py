@@ -148,8 +148,8 @@ def task_attempts(task_name: str) -> None:
             return
         ratio = sampling_notice(task_name.split("/tasks/", 1)[0])
         if ratio > 0:
-            st.caption("No attempt on record yet (Cloud Logging takes a few seconds to show "
-                       "an entry).")
+            st.caption("No attempt on record for this task: one enqueued a moment ago "
+                       "shows within seconds; otherwise check its queue and its key.")
 
 
 # -- attempts per minute --------------------------------------------------------------------

@@ -8,6 +8,7 @@ Every read is one ``ListLogEntries`` call per page through the official
 
 from __future__ import annotations
 
+from enqueuer_core.history.jobs import task_for
 from enqueuer_core.history.queries import (
     TASK_LOG_ID,
     actions,
@@ -32,4 +33,4 @@ from enqueuer_core.history.times import parse_since, rfc3339
 __all__ = ["TASK_LOG_ID", "ActionRecord", "AttemptRecord", "DeadLetter", "MinuteCount", "Page",
            "ReplaySource", "actions", "attempts_per_minute", "cause_of", "dead_letters",
            "log_sampling", "parse_since", "replay", "replay_key", "replay_source", "rfc3339",
-           "sampling_fix", "task_attempts", "task_log_name"]
+           "sampling_fix", "task_attempts", "task_for", "task_log_name"]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
+import pandas as pd
 import pytest
 from google.cloud import tasks_v2
 from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
@@ -280,14 +281,27 @@ def test_activity_lists_who_did_what_and_filters_it(hist: History):
     assert any(hist.full in str(r["task"]) for r in activity_rows(at))
 
 
-def test_activity_answers_what_happened_to_a_task(hist: History):
+def _attempts_table(at: AppTest) -> pd.DataFrame | None:
+    return next((d.value for d in at.dataframe if "outcome" in d.value.columns
+                 and "event" in d.value.columns), None)
+
+
+def test_activity_answers_what_happened_to_a_job(hist: History):
     at = hist.dash.app(ACTIVITY, task=hist.hashed)
     assert not at.exception, at.exception
-    table = next(d.value for d in at.dataframe if "outcome" in d.value.columns
-                 and "event" in d.value.columns)
-    assert table["outcome"].to_list()[-1] == "✖ failed for good"
-    at.text_input(key="act_task").input("not-a-task").run()
-    assert "is not a task's full name" in texts(at.error)
+    table = _attempts_table(at)
+    assert table is not None and table["outcome"].to_list()[-1] == "✖ failed for good"
+    # The key it was enqueued with is enough: the task is named from it.
+    at.selectbox(key="act_job_queue").set_value(hist.queue_id("brain"))
+    at.text_input(key="act_task").input(hist.full_key).run()
+    assert not at.exception, at.exception
+    assert f"Task `{hist.full}`" in texts(at.caption)
+    table = _attempts_table(at)
+    assert table is not None and table["outcome"].to_list()[-1] == "✖ failed for good"
+    # A key nothing was enqueued with: no attempts, said so, no error.
+    at.text_input(key="act_task").input("never-enqueued").run()
+    assert not at.exception and _attempts_table(at) is None and not at.error
+    assert "No attempt on record for this task" in texts(at.caption)
 
 
 def test_overview_charts_the_last_hours_attempts_and_names_the_queues_not_counted(

@@ -110,6 +110,8 @@ def test_history_and_dead_show_what_happened_in_text_and_json(stack, worker, cap
     assert [a["event"] for a in answer["attempts"]] == [
         "created", "dispatched", "response", "dispatched", "response"]
     assert answer["attempts"][-1]["final"] is True
+    # The key it was enqueued with names it as well: what an operator usually has at hand.
+    assert as_json(stack, "history", "brain/nightly-1")["attempts"] == answer["attempts"]
 
     dead = run(stack, "dead", "brain", check=0).stdout
     assert task.rsplit("/", 1)[1] in dead and "Likely causes" in dead
