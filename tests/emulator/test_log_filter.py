@@ -343,9 +343,12 @@ CONTRACT_B = {
 
 
 def _store_query(text: str, descending: bool, after: bool) -> tuple[str, list[object]]:
-    """The SELECT emulator/log_store.py makes for a page: the project's logs, the listed
-    window (``+ts_us``: not an index range, so that the filter's own time bound is the one
-    used), the filter, the keyset cursor of a later page, the order and the page size."""
+    """The SELECT of emulator/log_store.py for a page: the project's logs, the listed
+    window, the filter, the keyset cursor of a later page, the order and the page size.
+    The window is written ``+ts_us`` (a check, not an index range) as proposed to the store
+    (/work/notes/issue11-filter.md): with two lower bounds on ts_us SQLite takes the first
+    for the range, the store's 30 days, where the filter's last hour is the one that
+    helps."""
     where, params = compile_filter(text)
     order = "DESC" if descending else "ASC"
     sql = ("SELECT seq, ts_us, entry FROM log_entries WHERE (substr(log_name, 1, ?) = ?) "
