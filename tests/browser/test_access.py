@@ -23,6 +23,7 @@ from tests.browser.conftest import (
     screenshot,
     wait_for_app_run,
 )
+from tests.browser.iap_proxy import iap_front
 from tests.emulator.harness import wait_until
 from tests.tokens import bearer, iap_assertion
 
@@ -138,17 +139,21 @@ def test_log_out_then_the_login_page_only(visit: Visits) -> None:
 def test_behind_iap_the_signed_assertion_says_who_and_the_plain_header_is_ignored(
         visit: Visits, stack: Stack, iap_dashboard: str) -> None:
     assertion = iap_assertion(stack.emulator_http, OPERATOR, IAP_AUDIENCE)
-    page = visit(None, {"x-goog-iap-jwt-assertion": assertion}, base_url=iap_dashboard)
-    open_page(page, "/queues?queue=queue-brain")
-    expect(sidebar(page)).to_contain_text(OPERATOR)
-    expect(sidebar(page)).to_contain_text("Role: operator")
-    expect(page.get_by_role("button", name="Purge", exact=True)).to_be_disabled()
-    assert_no_exception(page)
+    # IAP adds its assertion to every request it lets through, the websocket's included.
+    with iap_front(iap_dashboard, {"x-goog-iap-jwt-assertion": assertion}) as through_iap:
+        page = visit(None, base_url=through_iap)
+        open_page(page, "/queues?queue=queue-brain")
+        expect(sidebar(page)).to_contain_text(OPERATOR)
+        expect(sidebar(page)).to_contain_text("Role: operator")
+        expect(page.get_by_role("button", name="Purge", exact=True)).to_be_disabled()
+        assert_no_exception(page)
 
-    forged = visit(None, {"X-Goog-Authenticated-User-Email": f"accounts.google.com:{ADMIN}"},
-                   base_url=iap_dashboard)
-    open_page(forged, "/queues?queue=queue-brain")
-    expect(main(forged)).to_contain_text("You are not let in")
-    expect(main(forged)).to_contain_text("No x-goog-iap-jwt-assertion header")
-    expect(forged.get_by_test_id("stSidebarNav")).to_have_count(0)
-    expect(forged.get_by_role("heading", name="Queues")).to_have_count(0)
+    # A door that is not IAP, passing a plain identity header anyone could send.
+    forged_header = {"X-Goog-Authenticated-User-Email": f"accounts.google.com:{ADMIN}"}
+    with iap_front(iap_dashboard, forged_header) as not_iap:
+        forged = visit(None, base_url=not_iap)
+        open_page(forged, "/queues?queue=queue-brain")
+        expect(main(forged)).to_contain_text("You are not let in")
+        expect(main(forged)).to_contain_text("No x-goog-iap-jwt-assertion header")
+        expect(forged.get_by_test_id("stSidebarNav")).to_have_count(0)
+        expect(forged.get_by_role("heading", name="Queues")).to_have_count(0)
