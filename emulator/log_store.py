@@ -200,8 +200,10 @@ class LogStore:
         for p in projects:
             prefix = f"projects/{p}/logs/"
             args += [len(prefix), prefix]
+        # The retention window as plain checks (+ts_us): as an index bound it would make
+        # SQLite walk the whole window (a week) to reach the last hour a filter asks for.
         sql = f"SELECT seq, ts_us, entry FROM log_entries WHERE ({owners}) " \
-              "AND ts_us >= ? AND ts_us <= ?"
+              "AND +ts_us >= ? AND +ts_us <= ?"
         args += [low, high]
         if where:
             sql += f" AND ({where})"
