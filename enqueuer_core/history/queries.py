@@ -21,6 +21,7 @@ from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2
 from google.cloud.logging_v2.types import ListLogEntriesRequest, LogEntry
 
 from enqueuer_core.access.audit import LOG_LABEL
+from enqueuer_core.access.policy import member_for_email
 from enqueuer_core.clients import principal
 from enqueuer_core.errors import InvalidRequest, translate_google_errors
 from enqueuer_core.explain import explain_failure
@@ -103,11 +104,10 @@ def dead_letters_filter(queue_path: str, since: dt.datetime,
 
 
 def _who(who: str) -> str:
-    if ":" in who:
-        return f"jsonPayload.audit.principal={quote(who)}"
-    # A bare email: a person or an account, as the access config names them.
-    return (f"(jsonPayload.audit.principal={quote('user:' + who)} "
-            f"OR jsonPayload.audit.principal={quote('serviceAccount:' + who)})")
+    # A bare email is the member the access module makes of it (an account's email ends in
+    # gserviceaccount.com): one principal, which the audit lines' principal index serves.
+    member = who if ":" in who else member_for_email(who)
+    return f"jsonPayload.audit.principal={quote(member)}"
 
 
 def queue_id(queue: str) -> str:

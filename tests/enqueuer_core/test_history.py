@@ -152,10 +152,11 @@ def test_filters_are_contract_b_text() -> None:
         'AND jsonPayload.audit.action="enqueue" AND jsonPayload.audit.target:"queues/'
         'queue-brain" AND jsonPayload.audit.outcome="ok" AND '
         'timestamp>="2026-12-01T10:00:00Z"')
-    # A bare email: a person or an account.
+    # A bare email: the member the access module makes of it, a person or an account.
     assert queries.actions_filter(who="ana@example.com").endswith(
-        '(jsonPayload.audit.principal="user:ana@example.com" OR '
-        'jsonPayload.audit.principal="serviceAccount:ana@example.com")')
+        ' AND jsonPayload.audit.principal="user:ana@example.com"')
+    assert queries.actions_filter(who="intake@p.iam.gserviceaccount.com").endswith(
+        ' AND jsonPayload.audit.principal="serviceAccount:intake@p.iam.gserviceaccount.com"')
     assert queries.minutes_filter(P, T0, QUEUE) == (
         f'logName="{TASK_LOG}" AND jsonPayload.attemptResponseLog:* AND '
         'timestamp>="2026-12-01T10:00:00Z" AND resource.labels.queue_id="queue-brain"')
