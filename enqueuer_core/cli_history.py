@@ -31,6 +31,14 @@ from enqueuer_core.errors import EnqueuerError, InvalidRequest
 from enqueuer_core.history.queries import worker_of
 from enqueuer_core.workers import Registry
 
+# The options the listing commands share.
+LimitOption = Annotated[int, typer.Option("--limit", min=1, max=1000,
+                                          help="At most N per page.")]
+PageTokenOption = Annotated[str, typer.Option(
+    "--page-token", help="The next page, as the previous one printed it.")]
+SinceOption = Annotated[str | None, typer.Option(
+    "--since", help="How far back: 30m, 24h, 7d, or an RFC 3339 time.")]
+
 
 def resolve_task(name: str, settings: Settings, registry: Registry) -> str:
     """A full task name from a full name or ``QUEUE/TASK_ID`` or ``QUEUE/KEY`` (the queue as
@@ -111,12 +119,9 @@ def _sampling_off(enqueuer: Enqueuer, task_name: str) -> str | None:
 def dead_command(
     queue: Annotated[str, typer.Argument(
         help="A queue ID, a worker name (its queue) or a full queue name.")],
-    since: Annotated[str, typer.Option(
-        "--since", help="How far back: 30m, 24h, 7d, or an RFC 3339 time.")] = "24h",
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000,
-                                       help="At most N per page.")] = 50,
-    page_token: Annotated[str, typer.Option(
-        "--page-token", help="The next page, as the previous one printed it.")] = "",
+    since: SinceOption = "24h",
+    limit: LimitOption = 50,
+    page_token: PageTokenOption = "",
     as_json: JsonFlag = False,
 ) -> None:
     """The queue's jobs that failed for good, newest first, with their likely cause.
@@ -126,7 +131,7 @@ def dead_command(
     with _reporting(as_json):
         settings = _settings()
         enqueuer = Enqueuer(settings)
-        start = history.parse_since(since)
+        start = history.parse_since(since or "24h")
         path = inspect.resolve_queue(queue, settings, enqueuer.registry)
         page = history.dead_letters(logging_client(settings), path, start, page_size=limit,
                                     page_token=page_token, registry=enqueuer.registry,
@@ -222,12 +227,9 @@ def activity_command(
         "--queue", help="A queue ID, a worker name (its queue) or a full queue name.")] = None,
     outcome: Annotated[str | None, typer.Option(
         "--outcome", help="ok, refused or failed.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="How far back: 30m, 24h, 7d, or an RFC 3339 time.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000,
-                                       help="At most N per page.")] = 50,
-    page_token: Annotated[str, typer.Option(
-        "--page-token", help="The next page, as the previous one printed it.")] = "",
+    since: SinceOption = None,
+    limit: LimitOption = 50,
+    page_token: PageTokenOption = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Who did what, when, with what outcome (Enqueuer's audit lines), newest first."""

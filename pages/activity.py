@@ -109,14 +109,8 @@ def activity(project: str) -> None:
     since = st.session_state[chosen]
     tokens: list[str] = st.session_state.setdefault(f"act_tokens:{chosen}:{since}", [""])
     page = cached_actions(project, who, action, queue, outcome, since, tokens[-1])
-    p1, p2, p3 = st.columns([1, 1, 4])
-    p1.button("Previous", key="act_prev", icon=":material/chevron_left:",
-              disabled=len(tokens) == 1, on_click=tokens.pop)
-    p2.button("Next", key="act_next", icon=":material/chevron_right:",
-              disabled=not page.next_page_token, on_click=tokens.append,
-              args=(page.next_page_token,))
-    p3.caption(f"Page {len(tokens)}: {len(page.items)} action(s) since {common.utc(since)}"
-               + (" · more on the next pages" if page.next_page_token else ""))
+    common.pager("act", tokens, page.next_page_token,
+                 f"{len(page.items)} action(s) since {common.utc(since)}")
     if page.items:
         actions_table(page.items)
     else:

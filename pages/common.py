@@ -36,6 +36,7 @@ from enqueuer_core.inspect import (
     TaskDetail,
     TaskPage,
     queue_snapshot,
+    resolve_queue,
     task_detail,
     task_page,
 )
@@ -314,3 +315,51 @@ def glance(queue_path: str) -> QueueGlance:
     created = [t.create_time for t in page.tasks if t.create_time]
     return QueueGlance(queue, len(page.tasks), page.next_page_token is not None,
                        sum(t.failing for t in page.tasks), min(created, default=None))
+
+
+def worker_queues(settings: Settings, registry: Any) -> dict[str, list[str]]:
+    """Each worker queue's full path, with the names of the workers that use it."""
+    queues: dict[str, list[str]] = {}
+    for worker in registry:
+        queues.setdefault(settings.queue_path(worker.queue), []).append(worker.name)
+    return queues
+
+
+def pick_queue(queues: dict[str, list[str]], settings: Settings, registry: Any, key: str,
+               on_change: Callable[[], None] | None = None) -> str:
+    """The full path of the queue a page shows: its `queue` query parameter (a queue ID, a
+    worker's name or a full name) when a link was followed, else the picker's choice."""
+    options = list(queues)
+    param = st.query_params.get("queue")
+    if param:
+        path = resolve_queue(param, settings, registry)
+        if path not in options:
+            options.append(path)
+        if st.session_state.get(f"_{key}_param") != param:  # a link was followed
+            st.session_state[f"_{key}_param"] = param
+            st.session_state[key] = path
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+
+    def label(path: str) -> str:
+        workers = queues.get(path)
+        return path.rsplit("/", 1)[-1] + (f"  ·  {', '.join(workers)}" if workers else "")
+
+    def changed() -> None:
+        st.query_params["queue"] = st.session_state[key].rsplit("/", 1)[-1]
+        if on_change:
+            on_change()
+
+    return st.selectbox("Queue", options, key=key, format_func=label, on_change=changed)
+
+
+def pager(key: str, tokens: list[str], next_token: str, summary: str) -> None:
+    """Previous and Next over a list read a page at a time: ``tokens`` are the page tokens
+    that led to the page shown (``[""]`` on the first), ``next_token`` the page's own."""
+    p1, p2, p3 = st.columns([1, 1, 4])
+    p1.button("Previous", key=f"{key}_prev", icon=":material/chevron_left:",
+              disabled=len(tokens) == 1, on_click=tokens.pop)
+    p2.button("Next", key=f"{key}_next", icon=":material/chevron_right:",
+              disabled=not next_token, on_click=tokens.append, args=(next_token,))
+    p3.caption(f"Page {len(tokens)}: {summary}"
+               + (" · more on the next pages" if next_token else ""))

@@ -18,9 +18,8 @@ import streamlit as st
 
 from enqueuer_core import history
 from enqueuer_core.access import Action
-from enqueuer_core.config import Settings
 from enqueuer_core.enqueue import EnqueueResult
-from enqueuer_core.workers import Registry, WorkerSpec
+from enqueuer_core.workers import WorkerSpec
 from pages import common
 from pages.history_views import LOG_TTL_S, log_client, sampling_notice
 
@@ -48,31 +47,6 @@ def _short(name: str) -> str:
 
 
 # -- which queue, which window --------------------------------------------------------------
-
-
-def pick_queue(settings: Settings, registry: Registry) -> str:
-    """The full path of the queue shown: the `queue` query parameter, else the picker's."""
-    queues: dict[str, list[str]] = {}
-    for worker in registry:
-        queues.setdefault(settings.queue_path(worker.queue), []).append(worker.name)
-    options = list(queues)
-    param = st.query_params.get("queue")
-    if param and st.session_state.get("_dead_queue_param") != param:  # a link was followed
-        st.session_state["_dead_queue_param"] = param
-        path = param if param.startswith("projects/") else settings.queue_path(param)
-        if path not in options:
-            options.append(path)
-        st.session_state["dead_queue"] = path
-    if st.session_state.get("dead_queue") not in options:
-        st.session_state["dead_queue"] = options[0]
-
-    def label(path: str) -> str:
-        workers = queues.get(path)
-        return path.rsplit("/", 1)[-1] + (f"  ·  {', '.join(workers)}" if workers else "")
-
-    return st.selectbox("Queue", options, key="dead_queue", format_func=label,
-                        on_change=lambda: st.query_params.update(
-                            queue=st.session_state["dead_queue"].rsplit("/", 1)[-1]))
 
 
 def window(queue_path: str) -> tuple[dt.datetime, dt.datetime]:
@@ -199,15 +173,9 @@ def dead_letters_list(queue_path: str, workers: list[WorkerSpec]) -> None:
     since, until = window(queue_path)
     tokens = _tokens(queue_path, since)
     page = cached_dead_letters(queue_path, since, until, tokens[-1])
-    p1, p2, p3 = st.columns([1, 1, 4])
-    p1.button("Previous", key="dead_prev", icon=":material/chevron_left:",
-              disabled=len(tokens) == 1, on_click=tokens.pop)
-    p2.button("Next", key="dead_next", icon=":material/chevron_right:",
-              disabled=not page.next_page_token, on_click=tokens.append,
-              args=(page.next_page_token,))
-    p3.caption(f"Page {len(tokens)}: {len(page.items)} job(s) that failed for good between "
-               f"{common.utc(since)} and {common.utc(until)}"
-               + (" · more on the next pages" if page.next_page_token else ""))
+    common.pager("dead", tokens, page.next_page_token,
+                 f"{len(page.items)} job(s) that failed for good between {common.utc(since)} "
+                 f"and {common.utc(until)}")
     if not page.items:
         st.info("No job of this queue failed for good in this window.",
                 icon=":material/task_alt:")
@@ -223,7 +191,8 @@ def main() -> None:
                "left, so Cloud Tasks deleted them. From the queue's task-operation logs in "
                "Cloud Logging. Times are UTC.")
     common.show_flashes()
-    path = pick_queue(settings, registry)
+    path = common.pick_queue(common.worker_queues(settings, registry), settings, registry,
+                             "dead_queue")
     workers = [w for w in registry if settings.queue_path(w.queue) == path]
     # Apart: a queue that cannot be read (deleted since) may still have its dead letters.
     with common.shown_errors():

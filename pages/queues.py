@@ -17,9 +17,8 @@ import streamlit as st
 
 from enqueuer_core import actions
 from enqueuer_core.access import Acting, Action
-from enqueuer_core.config import Settings
-from enqueuer_core.inspect import PAGE_SIZE, QueueSnapshot, filter_tasks, resolve_queue
-from enqueuer_core.workers import Registry, WorkerSpec
+from enqueuer_core.inspect import PAGE_SIZE, QueueSnapshot, filter_tasks
+from enqueuer_core.workers import WorkerSpec
 from pages import bulk_views, common
 from pages.task_views import charts, delete, run_now, task_actions, task_details, tasks_table
 
@@ -44,33 +43,7 @@ QUEUE_ACTIONS: dict[str, tuple[str, Action, Callable[..., QueueSnapshot]]] = {
 
 
 def _on_queue_change() -> None:
-    st.query_params["queue"] = st.session_state["queue"].rsplit("/", 1)[-1]
     st.query_params.pop("task", None)
-
-
-def pick_queue(queues: dict[str, list[str]], settings: Settings, registry: Registry) -> str:
-    """The full path of the queue shown: the `queue` query parameter, else the picker's."""
-    options = list(queues)
-    param = st.query_params.get("queue")
-    if param:
-        path = resolve_queue(param, settings, registry)
-        if path not in options:
-            options.append(path)
-        if st.session_state.get("_queue_param") != param:  # a link was followed
-            st.session_state["_queue_param"] = param
-            st.session_state["queue"] = path
-    if st.session_state.get("queue") not in options:
-        st.session_state["queue"] = options[0]
-
-    def label(path: str) -> str:
-        workers = queues.get(path)
-        return path.rsplit("/", 1)[-1] + (f"  ·  {', '.join(workers)}" if workers else "")
-
-    return st.selectbox("Queue", options, key="queue", format_func=label,
-                        on_change=_on_queue_change)
-
-
-# -- the queue ------------------------------------------------------------------------------
 
 
 def queue_header(queue: QueueSnapshot) -> None:
@@ -216,10 +189,8 @@ def main() -> None:
     settings, registry = enqueuer.settings, enqueuer.registry
     st.title("Queues")
     common.show_flashes()
-    queues: dict[str, list[str]] = {}
-    for worker in registry:
-        queues.setdefault(settings.queue_path(worker.queue), []).append(worker.name)
-    path = pick_queue(queues, settings, registry)
+    queues = common.worker_queues(settings, registry)
+    path = common.pick_queue(queues, settings, registry, "queue", _on_queue_change)
     workers = [w for w in registry if settings.queue_path(w.queue) == path]
 
     with common.shown_errors():
