@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test run lint bench install
+.PHONY: test run lint bench bench-history install
 
 install: $(STAMP)
 
@@ -62,3 +62,7 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/emulator.py
+
+# History from Cloud Logging at 1,000,000 entries (seeding them takes a few minutes).
+bench-history: $(STAMP)
+	$(PY) bench/history.py
