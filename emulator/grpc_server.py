@@ -1,15 +1,18 @@
 """Serves API methods over gRPC with the services' real names, so official clients connect.
 
-Services register plain functions (request proto -> response proto); a method that no
-service registered answers UNIMPLEMENTED, as gRPC does for unknown methods. Later pieces
-(Cloud Run Admin, IAM) add their services to the same router and port.
+Services register plain functions (request proto -> response proto, or an awaitable of
+it); a method that no service registered answers UNIMPLEMENTED, as gRPC does for unknown
+methods. ``GrpcRouter.invoke`` is the one way a registered method is called, so the
+gRPC port and the HTTP/JSON port (``rest``) answer alike.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,30 +32,59 @@ def caller(default: str) -> str:
     return (CALL_METADATA.get() or {}).get(PRINCIPAL_HEADER) or default
 
 
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its implementation and the protobuf class of its request."""
+
+    fn: Callable[[Any], Any]
+    request_type: type
+
+
 class GrpcRouter:
     def __init__(self) -> None:
         self._services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        # (service, method) -> Method, e.g. ("google.cloud.tasks.v2.CloudTasks", "GetQueue")
+        self.methods: dict[tuple[str, str], Method] = {}
+
+    async def invoke(self, service: str, method: str, request: Any,
+                     metadata: dict[str, str]) -> Any:
+        """Call a registered method as the caller ``metadata`` (lower-case keys) names.
+
+        Raises ``ApiError``: the method's own, or INTERNAL for anything else it raised,
+        logged, so every port answers a failure the same way.
+        """
+        fn = self.methods[(service, method)].fn
+        CALL_METADATA.set(metadata)
+        try:
+            result = fn(request)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except ApiError:
+            raise
+        except Exception as e:
+            log.exception("%s/%s failed", service, method)
+            raise ApiError(
+                grpc.StatusCode.INTERNAL,
+                f"The emulator failed on {method}: {type(e).__name__}: {e}. "
+                "See the emulator's log.",
+            ) from e
 
     def add(
         self, service: str, method: str, fn: Callable[[Any], Any], request_type: type
     ) -> None:
+        self.methods[(service, method)] = Method(fn, request_type)
+
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            CALL_METADATA.set({k.lower(): v for k, v in (context.invocation_metadata() or ())
-                               if isinstance(v, str)})
+            metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())
+                        if isinstance(v, str)}
             try:
-                return fn(request)
+                return await self.invoke(service, method, request, metadata)
             except ApiError as e:
                 # An error may carry a google.rpc.Status with details (Logging's partial errors).
                 details = getattr(e, "status_details", None)
                 trailers = (("grpc-status-details-bin", details),) if details else ()
                 await context.abort(e.code, e.message, trailing_metadata=trailers)
-            except Exception as e:
-                log.exception("%s/%s failed", service, method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL,
-                    f"The emulator failed on {method}: {type(e).__name__}: {e}. "
-                    "See the emulator's log.",
-                )
 
         self._services.setdefault(service, {})[method] = grpc.unary_unary_rpc_method_handler(
             handle,
