@@ -22,10 +22,11 @@ from emulator.cloud_run import CloudRun
 from emulator.config import BindingConfig, ConfigError, EmulatorConfig, QueueConfig
 from emulator.dispatcher import Dispatcher
 from emulator.errors import ApiError
-from emulator.grpc_server import GrpcRouter
+from emulator.grpc_server import MAX_MESSAGE_BYTES, GrpcRouter
 from emulator.http_api import oidc_routes
 from emulator.iam import Authorizer, PolicyStore, service_account_resource
 from emulator.iam_admin import IamAdmin
+from emulator.locations import Locations
 from emulator.log_filter import INDEXES
 from emulator.log_store import LogStore
 from emulator.logging_api import LoggingService
@@ -33,6 +34,7 @@ from emulator.oidc import Issuer
 from emulator.queue_stats import GetQueueRequestB3, ListQueuesRequestB3, QueueStatsService
 from emulator.queues import PAUSED, RUNNING, Queue, apply_update, validate_and_default
 from emulator.resource_manager import ResourceManager
+from emulator.rest import RestGateway
 from emulator.store import Store
 from emulator.tasks_service import CloudTasksService, Limits
 
@@ -57,7 +59,8 @@ class Emulator:
         self.port = port
         self.http_port = http_port
         self.router = GrpcRouter()
-        self.http_app = web.Application()
+        # As large a body as gRPC takes, so an oversized task gets Google's message on REST too.
+        self.http_app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._janitor: asyncio.Task[None] | None = None
@@ -83,7 +86,10 @@ class Emulator:
         IamAdmin(self.config, self.authorizer, self.store).register(self.router)
         ResourceManager(self.config, self.authorizer, self.store).register(self.router)
         LoggingService(self.logs, self.authorizer).register(self.router)
+        Locations(self.config, self.authorizer).register(self.router)
         oidc_routes(self.http_app, self.issuer, self.config.oidc, self.store)
+        # HTTP/JSON beside the OIDC routes, once every method is registered.
+        RestGateway(self.router).add_routes(self.http_app)
         try:
             self._apply_config()
             await self._listen()
