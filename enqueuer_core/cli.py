@@ -441,7 +441,9 @@ def _options(
         for name, value in devstack.local_settings().items():
             os.environ.setdefault(name, value)
 
-from enqueuer_core import cli_history  # noqa: E402, F401  (history, dead, replay, activity)
+# Commands registered on `app` by their modules as they are imported: cli_history's history,
+# dead, replay and activity; cli_local's gcloud-env.
+from enqueuer_core import cli_history, cli_local  # noqa: E402, F401
 
 
 def main() -> None:

@@ -296,6 +296,10 @@ def describe(profile: DevProfile, state: Path) -> list[str]:
         lines.append(f"  {'':<15} log in as {users}")
     lines.append(f"  {'Cloud Tasks':<15} {profile.emulator_grpc} (gRPC), OIDC certs "
                  f"{profile.emulator_http}/oauth2/v1/certs")
+    # gcloud reaches the emulator's REST port with these variables (gcloud_env.py); the
+    # command finds this stack as `--local` does (ENQUEUER_STATE for a --state elsewhere).
+    lines.append(f"  {'gcloud':<15} eval \"$({local} gcloud-env)\"   then: gcloud tasks queues "
+                 f"list --location={LOCAL_REGION}")
     lines.append(f"  {'sign-in':<15} {profile.emulator_http}/.well-known/openid-configuration "
                  "(the local users' identity provider)")
     lines.append(f"  {'Cloud Logging':<15} {profile.emulator_grpc} (gRPC): the queues' task "
