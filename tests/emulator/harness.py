@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2, tasks_v2beta3
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (
@@ -47,6 +48,18 @@ class RunningEmulator:
     def beta_client(self) -> tasks_v2beta3.CloudTasksClient:
         channel = grpc.insecure_channel(self.target)
         return tasks_v2beta3.CloudTasksClient(transport=BetaTransport(channel=channel))
+
+    def rest_client(self) -> tasks_v2.CloudTasksClient:
+        """The official client over HTTP/JSON (``transport="rest"``) to the HTTP port."""
+        return tasks_v2.CloudTasksClient(**self.rest_options())
+
+    def beta_rest_client(self) -> tasks_v2beta3.CloudTasksClient:
+        return tasks_v2beta3.CloudTasksClient(**self.rest_options())
+
+    def rest_options(self) -> dict[str, object]:
+        """What any gapic client needs to speak REST to the emulator, no Google account."""
+        return {"transport": "rest", "credentials": AnonymousCredentials(),
+                "client_options": {"api_endpoint": self.http_url}}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         if self.proc.poll() is None:
