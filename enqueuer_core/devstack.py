@@ -294,8 +294,8 @@ def describe(profile: DevProfile, state: Path) -> list[str]:
     if profile.dashboard:
         users = ", ".join(f"{m.split(':', 1)[1]} ({r})" for m, r in LOCAL_USERS.items())
         lines.append(f"  {'':<15} log in as {users}")
-    lines.append(f"  {'Cloud Tasks':<15} {profile.emulator_grpc} (gRPC), OIDC certs "
-                 f"{profile.emulator_http}/oauth2/v1/certs")
+    lines.append(f"  {'Cloud Tasks':<15} {profile.emulator_grpc} (gRPC), {profile.emulator_http} "
+                 f"(REST), OIDC certs {profile.emulator_http}/oauth2/v1/certs")
     # gcloud reaches the emulator's REST port with these variables (gcloud_env.py); the
     # command finds this stack as `--local` does (ENQUEUER_STATE for a --state elsewhere).
     lines.append(f"  {'gcloud':<15} eval \"$({local} gcloud-env)\"   then: gcloud tasks queues "

@@ -21,6 +21,7 @@ from enqueuer_core.clients import logging_client
 from enqueuer_core.config import LOCAL_PRINCIPAL, LOCAL_USERS, load_settings
 from enqueuer_core.devstack import DevPorts, emulator_config
 from tests.emulator.harness import wait_until
+from tests.gcloud.harness import require_gcloud
 
 ROOT = Path(__file__).resolve().parents[2]
 ENQUEUER = str(Path(sys.executable).with_name("enqueuer"))
@@ -173,6 +174,22 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
                             text=True, timeout=30, env=clean, check=True)
     (spec,) = [w for w in json.loads(listed.stdout) if w["name"] == "brain"]
     assert spec["url"] == brain + "/process"  # this stack's brain, not the usual port's
+
+    # The gcloud line: pasted as printed, the real gcloud lists this stack's queues over REST,
+    # with a gcloud configuration of its own (the user's login is neither needed nor touched).
+    gcloud_line = next(line for line in lines if line.startswith("  gcloud "))
+    sourcing = gcloud_line.split(None, 1)[1].split("   then: ")[0]
+    assert sourcing.startswith('eval "$(ENQUEUER_STATE=') and sourcing.endswith(
+        ' --local gcloud-env)"'), sourcing
+    require_gcloud()
+    no_gcloud_settings = {k: v for k, v in clean.items() if not k.startswith("CLOUDSDK_")}
+    listed = subprocess.run(
+        f"{sourcing} && gcloud tasks queues list --location=us-central1 --format=json",
+        shell=True, capture_output=True, text=True, timeout=60, check=True,
+        env=no_gcloud_settings | {"CLOUDSDK_CONFIG": str(state.parent / "gcloud")})
+    assert {q["name"].rsplit("/", 1)[1] for q in json.loads(listed.stdout)} == {
+        "queue-brain", "queue-testimonios", "queue-transcripciones"}
+    assert f"{profile['emulator_http']} (REST)" in said
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
