@@ -3,14 +3,15 @@ accounts created over the API, keys.
 
 Every write that a client was told succeeded is committed before the answer leaves, so a
 ``kill -9`` at any moment loses nothing: WAL with ``synchronous=NORMAL`` survives a process
-crash (only a power cut may lose the last transactions). Tasks stay on disk, not in memory,
-so 100,000 pending tasks cost the emulator almost nothing.
+crash (only a power cut may lose the last transactions). CreateTask calls that arrive
+together share one commit (``group_commit.py``), still made before any of them is answered.
+Tasks stay on disk, not in memory, so 100,000 pending tasks cost the emulator almost nothing.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,15 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._before_close: list[Callable[[], None]] = []
+
+    def on_close(self, flush: Callable[[], None]) -> None:
+        """Call ``flush`` before the connection closes (writes still waiting for a commit)."""
+        self._before_close.append(flush)
 
     def close(self) -> None:
+        for flush in self._before_close:
+            flush()
         self.db.close()
 
     @contextmanager

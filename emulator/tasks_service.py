@@ -27,6 +27,7 @@ ListTasks, GetTask, DeleteTask and RunTask are not checked against IAM yet (Goog
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import grpc
@@ -38,6 +39,7 @@ from emulator import new_tasks, task_logs
 from emulator.clock import US, now_us, to_timestamp
 from emulator.dispatcher import Dispatcher
 from emulator.errors import ApiError, invalid, not_found
+from emulator.group_commit import GroupCommit
 from emulator.iam import Authorizer, Policy, service_account_resource, tasks_denied
 from emulator.names import parse_location, parse_queue, parse_task
 from emulator.paging import page_size, page_token, read_seq, read_token
@@ -108,6 +110,7 @@ class CloudTasksService:
         self.limits = limits
         self.authorizer = authorizer
         self.policies = authorizer.policies
+        self.commits = GroupCommit(store)
 
     # -- queues -----------------------------------------------------------------------
 
@@ -194,12 +197,14 @@ class CloudTasksService:
         self._check("cloudtasks.queues.delete", req.name)
         if self.store.get_queue(req.name) is None:
             raise not_found(ENTITY_MISSING)
+        self.commits.flush()  # creates accepted before this call go with the queue
         self.store.delete_queue(req.name, now_us())
         self.dispatcher.drop_queue(req.name)
         return empty_pb2.Empty()
 
     def PurgeQueue(self, req: PurgeQueueRequest) -> Queue:
         queue = self.queue(req.name)
+        self.commits.flush()  # creates accepted before the purge are purged with the rest
         now = now_us()
         self.store.purge(req.name, now + int(self.limits.task_name_reservation_s * US))
         queue.purge_time.CopyFrom(to_timestamp(now))
@@ -298,20 +303,22 @@ class CloudTasksService:
         self.dispatcher.run_now(row)
         return _view(row.task, req.response_view)
 
-    def CreateTask(self, req: CreateTaskRequest) -> Task:
+    def CreateTask(self, req: CreateTaskRequest) -> Awaitable[Task]:
+        """Checks the task now; stores it with the other creates of this loop turn (one
+        commit, ``group_commit.py``) and answers once that commit is made."""
         queue_name = parse_queue(req.parent)
         # IAM first, as Cloud Tasks does: a caller without the permission learns nothing
         # about the queue (Google's message says it "may not exist").
         member = self.authorizer.principal()
         self.authorizer.require(member, "cloudtasks.tasks.create", req.parent, req.parent)
-        task = Task()
-        task.CopyFrom(req.task)
-        if task.name:
-            named = parse_task(task.name)
-            if str(named.queue) != req.parent:
+        task = req.task  # the request is ours alone: no copy needed
+        named = bool(task.name)
+        if named:
+            in_queue = parse_task(task.name).queue
+            if str(in_queue) != req.parent:
                 raise invalid(
                     f"The queue name from request ('{req.parent}') must be the same as the "
-                    f"queue name in the named task ('{named.queue}')."
+                    f"queue name in the named task ('{in_queue}')."
                 )
         queue = self.store.get_queue(req.parent)
         if queue is None:
@@ -325,17 +332,34 @@ class CloudTasksService:
             self.authorizer.require(member, "iam.serviceAccounts.actAs",
                                     service_account_resource(email), email)
         new_tasks.complete(task, str(queue_name), now)
-        reserved = self.store.reserved_until(task.name)
-        if reserved is not None and reserved > now:
-            raise ApiError(grpc.StatusCode.ALREADY_EXISTS, TASK_TOO_RECENT)
-        with self.store.transaction():  # the task and its taskCreationLog: one commit
-            if not self.store.insert_task(req.parent, task):
+        parent, store, logs = req.parent, self.store, self.dispatcher.logs
+        entries = task_logs.created(queue, task, now) if logs is not None else []
+
+        def write() -> Task:
+            # Checked in the batch, not before it: a task finished since would have left
+            # its name reserved. (A generated name is new: 19 random digits.)
+            if named:
+                reserved = store.reserved_until(task.name)
+                if reserved is not None and reserved > now:
+                    raise ApiError(grpc.StatusCode.ALREADY_EXISTS, TASK_TOO_RECENT)
+            # A name taken by a live task, or by an earlier create of this batch.
+            if not store.insert_task(parent, task):
                 raise ApiError(grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists")
-            if self.dispatcher.logs is not None:
-                self.dispatcher.logs.add(task_logs.created(queue, task, now))
+            if entries and logs is not None:
+                logs.add(entries)  # the taskCreationLog: in the same commit as the task
+            return task
+
+        return self._created(self.commits.submit(write), parent, req.response_view)
+
+    async def _created(self, stored: Awaitable[Task], queue: str, view: int) -> Task:
+        task = await stored
         # Due now or later, the runner re-reads when its next task is due.
-        self.dispatcher.wake(req.parent)
-        return _view(task, req.response_view)
+        self.dispatcher.wake(queue)
+        # The stored copy was serialized in the batch: the answer may take the task itself.
+        task.view = FULL if view == FULL else BASIC
+        if task.view == BASIC:
+            task.http_request.ClearField("body")
+        return task
 
 
 def _state_filter(filter_: str) -> int | None:
