@@ -1,4 +1,5 @@
-"""The emulator's HTTP port: Google's sign-in, its keys, and two emulator-only endpoints.
+"""The emulator's HTTP port: Google's sign-in, its keys, two emulator-only endpoints, and
+the REST (HTTP/JSON) face of the APIs the gRPC port serves.
 
 At Google's paths (see ``oidc_provider`` and ``iap``):
 
@@ -18,6 +19,27 @@ authenticated; locally anyone may ask):
 
 Their errors are Google's JSON error shape, ``{"error": {"code", "status", "message"}}``,
 the message saying what to fix.
+
+REST, at Google's paths (``rest`` does the transcoding, ``rest_rules`` holds the table), the
+same methods as on gRPC; what gcloud and the REST clients call with the endpoint set to
+this port (``CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS=http://HOST:PORT/``):
+
+- Cloud Tasks v2, ``Q`` = ``projects/P/locations/L/queues/ID``:
+  ``GET|POST /v2/projects/P/locations/L/queues``, ``GET|PATCH|DELETE /v2/Q``
+  (``?updateMask=``), ``POST /v2/Q:pause|:resume|:purge``,
+  ``POST /v2/Q:getIamPolicy|:setIamPolicy|:testIamPermissions``,
+  ``GET|POST /v2/Q/tasks``, ``GET|DELETE /v2/Q/tasks/ID``, ``POST /v2/Q/tasks/ID:run``;
+  the locations mixin ``GET /v2/projects/P/locations`` and ``/v2/projects/P/locations/L``;
+- Cloud Tasks v2beta3: ``GET /v2beta3/projects/P/locations/L/queues`` and ``/v2beta3/Q``
+  with ``?readMask=stats`` (its other methods answer 501, as on gRPC);
+- Cloud Run Admin v2, ``S`` = ``projects/P/locations/L/services/ID``:
+  ``GET /v2/projects/P/locations/L/services``, ``GET /v2/S``, ``GET /v2/S:getIamPolicy``,
+  ``POST /v2/S:setIamPolicy|:testIamPermissions``;
+- Cloud Logging v2: ``POST /v2/entries:write``, ``POST /v2/entries:list``;
+- IAM v1: ``GET|POST /v1/projects/P/serviceAccounts``, ``GET /v1/projects/P/serviceAccounts/E``,
+  ``POST /v1/projects/P/serviceAccounts/E:getIamPolicy|:setIamPolicy|:testIamPermissions``;
+- Resource Manager v3: ``GET /v3/projects/P``,
+  ``POST /v3/projects/P:getIamPolicy|:setIamPolicy|:testIamPermissions``.
 """
 
 from __future__ import annotations
