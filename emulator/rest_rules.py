@@ -5,9 +5,12 @@ The protobuf descriptors in the installed packages do not carry these options, s
 kept here by hand, copied from googleapis/googleapis (commit f8291d2b, 2026-08-22):
 
 - ``google/cloud/tasks/v2/cloudtasks.proto`` and ``google/cloud/tasks/v2beta3/cloudtasks.proto``
-  (the same paths under ``/v2beta3/``, plus BatchCreateTasks and BatchDeleteTasks);
-- ``google/cloud/tasks/v2/cloudtasks_v2.yaml``, ``http.rules``: the locations mixin of
-  ``google/cloud/location/locations.proto`` bound under ``/v2/``;
+  (the same paths under ``/v2beta3/``, plus BatchCreateTasks, BatchDeleteTasks and
+  Get/UpdateCmekConfig, which google-cloud-tasks 2.26's v2 REST transport also calls under
+  ``/v2/``);
+- ``google/cloud/tasks/v2/cloudtasks_v2.yaml`` and ``v2beta3/cloudtasks_v2beta3.yaml``,
+  ``http.rules``: the locations mixin of ``google/cloud/location/locations.proto`` bound
+  under each version;
 - ``google/cloud/run/v2/service.proto``;
 - ``google/logging/v2/logging.proto``;
 - ``google/iam/admin/v1/iam.proto`` (service accounts) and
@@ -67,12 +70,18 @@ def _tasks(version: str) -> list[HttpRule]:
         ("DELETE", f"{v}/{{name={_T}}}", "", "DeleteTask"),
         ("POST", f"{v}/{{name={_T}}}:run", "*", "RunTask"),
     ]
-    if version == "v2beta3":
-        rules += [
-            ("POST", f"{v}/{{parent={_Q}}}/tasks:batchCreate", "*", "BatchCreateTasks"),
-            ("POST", f"{v}/{{parent={_Q}}}/tasks:batchDelete", "*", "BatchDeleteTasks"),
-        ]
-    return [HttpRule(verb, template, body, s, method) for verb, template, body, method in rules]
+    cmek = "projects/*/locations/*/cmekConfig"
+    rules += [  # not served (501), as on gRPC
+        ("POST", f"{v}/{{parent={_Q}}}/tasks:batchCreate", "*", "BatchCreateTasks"),
+        ("POST", f"{v}/{{parent={_Q}}}/tasks:batchDelete", "*", "BatchDeleteTasks"),
+        ("GET", f"{v}/{{name={cmek}}}", "", "GetCmekConfig"),
+        ("PATCH", f"{v}/{{cmek_config.name={cmek}}}", "cmek_config", "UpdateCmekConfig"),
+    ]
+    return [
+        *(HttpRule(verb, template, body, s, method) for verb, template, body, method in rules),
+        HttpRule("GET", f"{v}/{{name=projects/*}}/locations", "", LOCATIONS, "ListLocations"),
+        HttpRule("GET", f"{v}/{{name=projects/*/locations/*}}", "", LOCATIONS, "GetLocation"),
+    ]
 
 
 _S = "projects/*/locations/*/services/*"
@@ -81,9 +90,6 @@ _SA = "projects/*/serviceAccounts/*"
 RULES: tuple[HttpRule, ...] = (
     *_tasks("v2"),
     *_tasks("v2beta3"),
-    # cloudtasks_v2.yaml binds the locations mixin under the API's own version.
-    HttpRule("GET", "/v2/{name=projects/*}/locations", "", LOCATIONS, "ListLocations"),
-    HttpRule("GET", "/v2/{name=projects/*/locations/*}", "", LOCATIONS, "GetLocation"),
     HttpRule("POST", "/v2/{parent=projects/*/locations/*}/services", "service", RUN_V2,
              "CreateService"),
     HttpRule("GET", f"/v2/{{name={_S}}}", "", RUN_V2, "GetService"),

@@ -13,8 +13,17 @@ import httpx
 import pytest
 from google.cloud import tasks_v2
 from google.cloud.logging_v2.types import ListLogEntriesRequest
+from google.cloud.resourcemanager_v3.services.projects.transports.rest_base import (
+    _BaseProjectsRestTransport,
+)
+from google.cloud.run_v2.services.services.transports.rest_base import _BaseServicesRestTransport
+from google.cloud.tasks_v2.services.cloud_tasks.transports.rest_base import (
+    _BaseCloudTasksRestTransport,
+)
+from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import rest_base as beta_rest
 
 from emulator.rest_json import bind_query
+from emulator.rest_rules import LOCATIONS, RESOURCE_MANAGER_V3, RULES, RUN_V2
 from tests.emulator.harness import PARENT, RunningEmulator
 
 FULL = tasks_v2.Task.View.FULL
@@ -236,3 +245,30 @@ def test_oidc_routes_are_untouched(http, emulator):
     userinfo = http.get("/v1/userinfo")  # under /v1/, where IAM's REST paths live too
     assert userinfo.status_code == 401 and userinfo.json()["error"] == "invalid_request"
     assert http.get("/iap/verify/public_key-jwk").json()["keys"]
+
+
+# The REST transports of the installed clients carry the same http rules, generated from the
+# protos: the hand-kept table must agree with them, and miss none of their methods.
+TRANSPORTS = {
+    "google.cloud.tasks.v2.CloudTasks": (_BaseCloudTasksRestTransport, True),
+    "google.cloud.tasks.v2beta3.CloudTasks": (beta_rest._BaseCloudTasksRestTransport, True),
+    RUN_V2: (_BaseServicesRestTransport, True),
+    RESOURCE_MANAGER_V3: (_BaseProjectsRestTransport, False),  # only some methods kept
+}
+_OPERATIONS = {"GetOperation", "ListOperations", "DeleteOperation", "WaitOperation"}
+
+
+@pytest.mark.parametrize("service", sorted(TRANSPORTS))
+def test_the_table_agrees_with_the_official_rest_clients(service):
+    transport, complete = TRANSPORTS[service]
+    version = transport._BaseGetIamPolicy._get_http_options()[0]["uri"].split("/")[1]
+    ours = {(r.method, r.verb, r.template, r.body) for r in RULES
+            if r.service == service or (r.service == LOCATIONS and "tasks" in service
+                                        and r.template.startswith(f"/{version}/"))}
+    theirs = {(name.removeprefix("_Base"), o["method"].upper(), o["uri"], o.get("body", ""))
+              for name in dir(transport) if name.startswith("_Base")
+              and name.removeprefix("_Base") not in _OPERATIONS
+              for o in getattr(transport, name)._get_http_options()}
+    assert ours <= theirs
+    if complete:
+        assert ours == theirs
