@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.cloud import tasks_v2
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enqueuer_core.config import Settings
@@ -72,6 +72,19 @@ class BuiltTask:
     idempotency_key: str
     schedule_time: dt.datetime | None
 
+    @property
+    def message(self) -> Any:
+        """The task as the raw protobuf message ``task`` wraps (no copy)."""
+        return tasks_v2.Task.pb(self.task)
+
+
+# The raw protobuf classes under the client's proto-plus types. Building the task from them
+# and wrapping it once costs a fraction of proto-plus's field-by-field conversion, which was
+# the library's largest share of CPU per enqueue after the gRPC call itself.
+_TASK = tasks_v2.Task.pb()
+_HTTP_REQUEST = tasks_v2.HttpRequest.pb()
+_OIDC_TOKEN = tasks_v2.OidcToken.pb()
+
 
 def body_of(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -87,27 +100,25 @@ def build_task(
     schedule = None
     if request.schedule_in_s:
         schedule = now + dt.timedelta(seconds=request.schedule_in_s)
-    task = tasks_v2.Task(
+    task = _TASK(
         name=f"{queue}/tasks/{task_id_for_key(key)}",
-        http_request=tasks_v2.HttpRequest(
+        http_request=_HTTP_REQUEST(
             url=worker.url,
             http_method=tasks_v2.HttpMethod.POST,
             headers={"Content-Type": "application/json", "X-Idempotency-Key": key},
             body=body_of(request.payload),
-            oidc_token=tasks_v2.OidcToken(
+            oidc_token=_OIDC_TOKEN(
                 service_account_email=settings.caller_sa, audience=worker.audience
             ),
         ),
         dispatch_deadline=duration_pb2.Duration(seconds=worker.deadline_s),
     )
     if schedule is not None:
-        ts = timestamp_pb2.Timestamp()
-        ts.FromDatetime(schedule)
-        task.schedule_time = ts
-    size = tasks_v2.Task.pb(task).ByteSize()
+        task.schedule_time.FromDatetime(schedule)
+    size = task.ByteSize()
     if size > MAX_TASK_BYTES:
         raise PayloadTooLarge(
             f"the task would be {size:,} bytes; Cloud Tasks takes at most {MAX_TASK_BYTES:,}. "
             "Send a smaller payload (for example a reference to the data, not the data)."
         )
-    return BuiltTask(task, queue, key, schedule)
+    return BuiltTask(tasks_v2.Task.wrap(task), queue, key, schedule)

@@ -28,6 +28,15 @@ from enqueuer_core.workers import Registry, WorkerSpec, load_registry
 
 CALL_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 5.0
+_CREATE_TASK_REQUEST = tasks_v2.CreateTaskRequest.pb()
+
+
+def create_request(built: BuiltTask) -> tasks_v2.CreateTaskRequest:
+    """The CreateTask request for ``built``: a raw message in the client's type (``wrap``
+    takes it without a copy). Passed as ``parent=`` and ``task=`` the client would build its
+    own request and convert the task into it field by field."""
+    return tasks_v2.CreateTaskRequest.wrap(
+        _CREATE_TASK_REQUEST(parent=built.queue, task=built.message))
 
 
 @dataclass(frozen=True)
@@ -82,12 +91,12 @@ class Enqueuer:
 
     def _translating(self, built: BuiltTask, client: object) -> AbstractContextManager[None]:
         return translate_google_errors(queue=built.queue, caller=self.settings.caller_sa,
-                                       principal=principal(client), task=built.task.name)
+                                       principal=principal(client), task=built.message.name)
 
     @staticmethod
     def _result(created: tasks_v2.Task, worker: WorkerSpec, built: BuiltTask) -> EnqueueResult:
         return EnqueueResult(
-            task=created.name, service=worker.name, queue=worker.queue,
+            task=tasks_v2.Task.pb(created).name, service=worker.name, queue=worker.queue,
             deadline_s=worker.deadline_s, idempotency_key=built.idempotency_key,
             schedule_time=built.schedule_time,
         )
@@ -105,9 +114,9 @@ class Enqueuer:
 
     def _built(self, record: dict[str, Any], request: EnqueueRequest, built: BuiltTask) -> None:
         record["idempotency_key"] = built.idempotency_key
-        record["task"] = built.task.name
+        record["task"] = built.message.name
         # The body is already built; `full` adds the request's payload object as it is.
-        record["payload"] = payload_record(tasks_v2.Task.pb(built.task).http_request.body,
+        record["payload"] = payload_record(built.message.http_request.body,
                                            request.payload, self.settings.audit_payloads)
 
     def enqueue(self, request: EnqueueRequest, acting: Acting,
@@ -122,8 +131,7 @@ class Enqueuer:
                 # No automatic retry: a create whose answer was lost would come back as a
                 # duplicate. The name makes a retry by the caller safe instead.
                 created = client.create_task(
-                    parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
-                )
+                    request=create_request(built), retry=None, timeout=CALL_TIMEOUT_S)
         return self._result(created, worker, built)
 
     async def enqueue_async(
@@ -136,8 +144,7 @@ class Enqueuer:
             client = self.async_client
             with self._translating(built, client):
                 created = await client.create_task(
-                    parent=built.queue, task=built.task, retry=None, timeout=CALL_TIMEOUT_S
-                )
+                    request=create_request(built), retry=None, timeout=CALL_TIMEOUT_S)
         return self._result(created, worker, built)
 
     def _ready_queue(self) -> str:
