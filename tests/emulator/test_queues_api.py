@@ -198,8 +198,9 @@ def test_stats_through_v2beta3_read_mask(emulator, client, make_queue, receiver)
 def test_methods_not_emulated_answer_unimplemented(client):
     with pytest.raises(gexc.MethodNotImplemented):
         client.get_cmek_config(request={"name": f"{PARENT}/cmekConfig"})
+    # (The locations mixin is served: test_rest_tasks.py::test_locations.)
     with pytest.raises(gexc.MethodNotImplemented):
-        client.get_location(request={"name": PARENT})
+        client.get_operation(request={"name": f"{PARENT}/operations/op-1"})
 
 
 def test_retry_config_durations_survive(client):
