@@ -139,15 +139,15 @@ class RestGateway:
             message = await _request_message(route, values, request)
             metadata = {k.lower(): v for k, v in request.headers.items()}
             answer = await self.router.invoke(rule.service, rule.method, message, metadata)
+            alt = request.query.get("$alt") or request.query.get("alt") or ""
+            body = json_format.MessageToDict(
+                answer, use_integers_for_enums="enum-encoding=int" in alt)
         except ApiError as e:
             return error_response(e.code, e.message, getattr(e, "status_details", None))
         except Exception as e:  # a bug here must still answer in Google's shape
             log.exception("%s %s failed", verb, path)
             return error_response(C.INTERNAL, f"The emulator failed on {verb} {path}: "
                                   f"{type(e).__name__}: {e}. See the emulator's log.")
-        alt = request.query.get("$alt") or request.query.get("alt") or ""
-        body = json_format.MessageToDict(answer, use_integers_for_enums="enum-encoding=int"
-                                         in alt)
         return _json(200, body)
 
     def _not_found(self, verb: str, path: str) -> web.Response:
