@@ -20,6 +20,8 @@ What is left out, and why:
 from __future__ import annotations
 
 import shlex
+import sys
+from pathlib import Path
 
 from enqueuer_core.config import Settings
 from enqueuer_core.errors import ConfigError
@@ -70,6 +72,18 @@ def shell_exports(env: dict[str, str]) -> str:
 def unset_line(env: dict[str, str]) -> str:
     """The command that gives the shell its own gcloud back."""
     return "unset " + " ".join(env)
+
+
+def sourcing_line(settings: Settings) -> str | None:
+    """On the emulator, the line that sets a shell up for the gcloud commands Enqueuer prints
+    (the console script as installed beside this Python); None on Google, where gcloud needs
+    nothing. A stack started with ``--state DIR`` is found with ``ENQUEUER_STATE=DIR``, as
+    every ``enqueuer --local`` command finds it."""
+    if not settings.on_emulator:
+        return None
+    installed = Path(sys.executable).with_name("enqueuer")
+    enqueuer = str(installed) if installed.is_file() else "enqueuer"
+    return f'eval "$({shlex.quote(enqueuer)} --local gcloud-env)"'
 
 
 def gcloud_script(settings: Settings) -> str:

@@ -20,6 +20,7 @@ from enqueuer_core.access import Acting, Action
 from enqueuer_core.build import MAX_SCHEDULE_S, EnqueueRequest
 from enqueuer_core.enqueue import Enqueuer, EnqueueResult
 from enqueuer_core.errors import DuplicateTask, EnqueuerError
+from enqueuer_core.gcloud_env import sourcing_line
 from enqueuer_core.preview import (
     TaskPreview,
     curl_command,
@@ -256,7 +257,11 @@ def show_preview(enqueuer: Enqueuer, request: EnqueueRequest, automatic: bool,
                              token_command(enqueuer.settings)), language="bash")
         st.markdown("**The same task with gcloud** (gcloud cannot set the dispatch deadline:"
                     " its task gets Cloud Tasks' default of 10 minutes)")
-        st.code(gcloud_command(preview), language="bash")
+        # On the local stack the shell must first point gcloud at the emulator.
+        setup = sourcing_line(enqueuer.settings)
+        st.code(gcloud_command(preview) if setup is None else
+                f"# gcloud against the local emulator\n{setup}\n{gcloud_command(preview)}",
+                language="bash")
         return preview
 
 

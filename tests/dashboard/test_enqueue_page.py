@@ -53,6 +53,8 @@ def test_the_form_enqueues_the_previewed_task_and_links_to_it(dash: Dash):
     preview = texts(at.code)
     assert "curl -s -X POST http://127.0.0.1:8080/enqueue" in preview
     assert "gcloud tasks create-http-task" in preview
+    # On the emulator the gcloud block first points gcloud at it (enqueuer --local gcloud-env).
+    assert "--local gcloud-env)\"\ngcloud tasks create-http-task" in preview
     assert f"--queue={dash.queues['brain'].rsplit('/', 1)[1]}" in preview
 
     submit(at)

@@ -15,7 +15,13 @@ from enqueuer_core.config import load_settings
 from enqueuer_core.dev_config import api_environment
 from enqueuer_core.devstack import DevProfile
 from enqueuer_core.errors import ConfigError
-from enqueuer_core.gcloud_env import gcloud_env, gcloud_script, shell_exports, unset_line
+from enqueuer_core.gcloud_env import (
+    gcloud_env,
+    gcloud_script,
+    shell_exports,
+    sourcing_line,
+    unset_line,
+)
 from tests.enqueuer_core.test_cli import clean_env
 
 ENQUEUER = str(Path(sys.executable).with_name("enqueuer"))
@@ -64,6 +70,12 @@ def test_exports_are_shell_quoted_and_the_script_says_how_to_undo_them():
     script = gcloud_script(load_settings(cloud_tasks_emulator_host="127.0.0.1:9123"))
     assert "--location=us-central1" in script
     assert "# Undo: unset CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS " in script
+
+
+def test_the_line_printed_before_a_gcloud_command_is_for_the_local_stack_only():
+    local = sourcing_line(load_settings(cloud_tasks_emulator_host="127.0.0.1:9123"))
+    assert local == f'eval "$({ENQUEUER} --local gcloud-env)"'
+    assert sourcing_line(load_settings(**GOOGLE)) is None  # Google needs no setting up
 
 
 def write_profile(state: Path, grpc_port: int) -> None:
