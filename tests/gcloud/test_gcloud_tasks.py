@@ -1,6 +1,7 @@
 """The real ``gcloud tasks`` against the emulator, as ``eval "$(enqueuer --local gcloud-env)"``
-sets it up: each command's effect is read back through the official gRPC client, and a task
-gcloud creates reaches a worker with a token the worker can verify.
+sets it up: each command's effect is read back through the official gRPC client, a task
+gcloud creates reaches a worker with a token the worker can verify, and ``gcloud logging
+read`` finds its attempt in the queue's task-operation log.
 
 Each gcloud run costs most of a second of Python start-up: every command runs once.
 """
@@ -20,6 +21,8 @@ from google.cloud import tasks_v2
 from google.oauth2 import id_token
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from enqueuer_core.clients import logging_client
+from enqueuer_core.config import load_settings
 from tests.emulator.harness import LOCATION, PARENT, PROJECT, http_task, queue_name, wait_until
 from tests.gcloud.harness import LOCATION_FLAG, Gcloud, require_gcloud
 
@@ -31,9 +34,10 @@ def new_queue_id() -> str:
     return f"gc{next(_ids)}-{os.getpid()}"
 
 
-def make_queue(client: tasks_v2.CloudTasksClient) -> str:
+def make_queue(client: tasks_v2.CloudTasksClient, **fields: object) -> str:
     queue_id = new_queue_id()
-    client.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=queue_name(queue_id)))
+    client.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=queue_name(queue_id),
+                                                            **fields))
     return queue_id
 
 
@@ -85,7 +89,9 @@ def test_queues_create_list_describe_update_pause_resume_purge_delete(gcloud: Gc
 
 def test_an_http_task_from_gcloud_reaches_the_worker_with_a_verifiable_token(
         gcloud: Gcloud, client, emulator, receiver):
-    queue_id = make_queue(client)
+    # Every task operation logged: gcloud logging read shows the attempt afterwards.
+    queue_id = make_queue(client, stackdriver_logging_config=tasks_v2.StackdriverLoggingConfig(
+        sampling_ratio=1.0))
     body = '{"job": "doc-1", "note": "é/+?"}'  # URL-safe base64 differs on these bytes
     audience = receiver.url
     gcloud.run("tasks", "create-http-task", "from-gcloud-1", f"--queue={queue_id}",
@@ -104,6 +110,22 @@ def test_an_http_task_from_gcloud_reaches_the_worker_with_a_verifiable_token(
     claims = id_token.verify_token(token, Request(), audience=audience,
                                    certs_url=f"{emulator.http_url}/oauth2/v1/certs")
     assert claims["email"] == CALLER and claims["aud"] == audience
+
+    # What happened to it, from Cloud Logging, as gcloud reads Google's.
+    task = f"{queue_name(queue_id)}/tasks/from-gcloud-1"
+    where = (f'logName="projects/{PROJECT}/logs/cloudtasks.googleapis.com%2Ftask_operations_log"'
+             f' AND jsonPayload.task="{task}" AND jsonPayload.attemptResponseLog.status="OK"')
+    logs = logging_client(load_settings(cloud_tasks_emulator_host=emulator.target,
+                                        project_id=PROJECT))
+    wait_until(lambda: list(logs.list_log_entries(request={
+        "resource_names": [f"projects/{PROJECT}"], "filter": where})), timeout=10,
+        what="the attempt is in the task-operation log")
+    (entry,) = gcloud.json("logging", "read", where, "--limit=5")
+    assert entry["resource"] == {"type": "cloud_tasks_queue", "labels": {
+        "project_id": PROJECT, "location": LOCATION, "queue_id": queue_id,
+        "target_type": "HTTP"}}
+    assert entry["jsonPayload"]["attemptResponseLog"]["targetAddress"] == (
+        f"POST {receiver.url}/work")
 
 
 def test_tasks_list_describe_run_delete(gcloud: Gcloud, client, receiver):
