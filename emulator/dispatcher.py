@@ -149,7 +149,8 @@ class Dispatcher:
 
     def wake(self, queue: str) -> None:
         runner = self.runners.get(queue)
-        if runner:
+        # A paused queue's runner has nothing to do until resumed (sync_queue wakes it then).
+        if runner and runner.running:
             runner.wake()
 
     def run_now(self, row: TaskRow) -> None:
