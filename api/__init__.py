@@ -5,6 +5,8 @@
     body.py       the request body: strict JSON (UTF-8, no NaN, no half surrogate pair), its
                   size cap, and the outermost guard (413 unread, never a 500)
     acting.py     who calls: the route that names its caller before the body is read
+    fast_path.py  the everyday POST /enqueue answered by the route's own parts without
+                  FastAPI's routing and dependencies; anything else goes on to the app
     contract.py   what ``/openapi.json`` says: the answers, every status with real examples,
                   the request as a union of one branch per worker of the registry
 

@@ -33,6 +33,13 @@ def trace_of(headers: Headers, project: str | None) -> str | None:
     return f"projects/{project}/traces/{m[1]}" if m and project else None
 
 
+def acting_for(member: str, headers: Headers, enqueuer: Enqueuer) -> Acting:
+    """What an API request acts as: the caller's member under the access config, a new
+    request id, and the request's trace."""
+    return Acting(member, enqueuer.access, "api", uuid.uuid4().hex,
+                  trace_of(headers, enqueuer.settings.project_id))
+
+
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -47,9 +54,7 @@ def acting_route(callers: Callers, enqueuer: Enqueuer) -> type[APIRoute]:
             async def route(request: Request) -> Response:
                 request = StrictJsonRequest(request.scope, request.receive)
                 member = await callers.member_async(request.headers)
-                request.state.acting = Acting(
-                    member, enqueuer.access, "api", uuid.uuid4().hex,
-                    trace_of(request.headers, enqueuer.settings.project_id))
+                request.state.acting = acting_for(member, request.headers, enqueuer)
                 return await handler(request)
 
             return route

@@ -10,8 +10,10 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from enqueuer_core.access.callers import www_authenticate
 from enqueuer_core.build import EnqueueRequest
-from enqueuer_core.errors import EnqueuerError
+from enqueuer_core.errors import EnqueuerError, Unauthenticated
+from enqueuer_core.verify import Headers
 
 # Starlette's own refusals (an unknown path, a method a route does not take), by status.
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
@@ -42,6 +44,14 @@ def failure(status: int, code: str, message: str,
 
 def error_response(error: EnqueuerError) -> JSONResponse:
     return failure(error.http_status, error.code, error.message)
+
+
+def enqueuer_error_response(error: EnqueuerError, headers: Headers) -> JSONResponse:
+    """The answer to an ``EnqueuerError``; a 401 carries its ``WWW-Authenticate`` challenge."""
+    if isinstance(error, Unauthenticated):
+        return failure(error.http_status, error.code, error.message,
+                       {"WWW-Authenticate": www_authenticate(headers)})
+    return error_response(error)
 
 
 # -- a body that does not validate, explained -------------------------------------------------

@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from enqueuer_core.access.policy import ALL_USERS, member_for_email
 from enqueuer_core.config import LOCAL_API_AUDIENCE, LOCAL_API_CALLER, Settings
-from enqueuer_core.errors import Unauthenticated
+from enqueuer_core.errors import EnqueuerError, Unauthenticated
 from enqueuer_core.verify import (
     GOOGLE_ISSUERS,
     CertsUnavailable,
@@ -72,6 +72,19 @@ class Callers:
             return self._member(header, token, fetch=False)
         except WouldFetch:
             return await anyio.to_thread.run_sync(self._member, header, token, True)
+
+    def cached_member(self, headers: Headers) -> str | None:
+        """The caller's member when its token verifies from the cached certificates (or the
+        API is anonymous), else None without saying why: for a quick path whose callers then
+        go the long way, ``member_async``, which fetches what is missing or says what is
+        wrong."""
+        if self.anonymous:
+            return ALL_USERS
+        try:
+            header, token = self._token(headers)
+            return self._member(header, token, fetch=False)
+        except (EnqueuerError, WouldFetch):
+            return None
 
     def _token(self, headers: Headers) -> tuple[str, str]:
         """Which header's token is the caller's: Cloud Run's own header first, as Cloud Run
