@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from api import collector
 from api.acting import ActingCaller, acting_route, anonymous_warning
 from api.body import MAX_BODY_BYTES, Guard
 from api.contract import (
@@ -144,5 +145,7 @@ def __getattr__(name: str) -> FastAPI:
     # module (tests, other tools) does not need a usable environment, running it does.
     if name == "app":
         globals()["app"] = created = create_app()
+        # This process is the API server: its garbage collector is set for one.
+        collector.settle()
         return created
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,8 @@
     acting.py     who calls: the route that names its caller before the body is read
     fast_path.py  the everyday POST /enqueue answered by the route's own parts without
                   FastAPI's routing and dependencies; anything else goes on to the app
+    collector.py  the server process's garbage collector: start-up frozen, young collections
+                  when garbage has built up (``uvicorn app:app`` only, not ``create_app``)
     contract.py   what ``/openapi.json`` says: the answers, every status with real examples,
                   the request as a union of one branch per worker of the registry
 
