@@ -20,7 +20,7 @@ from google.cloud import tasks_v2
 from enqueuer_core.access import AccessPolicy, Acting, Action, load_access
 from enqueuer_core.access.audit import payload_record
 from enqueuer_core.build import BuiltTask, EnqueueRequest, build_task
-from enqueuer_core.clients import principal, tasks_async_client, tasks_client
+from enqueuer_core.clients import CreateTask, principal, tasks_async_client, tasks_client
 from enqueuer_core.config import Settings
 from enqueuer_core.errors import PermissionDenied, QueueNotFound, translate_google_errors
 from enqueuer_core.task_names import new_key
@@ -31,12 +31,10 @@ READY_TIMEOUT_S = 5.0
 _CREATE_TASK_REQUEST = tasks_v2.CreateTaskRequest.pb()
 
 
-def create_request(built: BuiltTask) -> tasks_v2.CreateTaskRequest:
-    """The CreateTask request for ``built``: a raw message in the client's type (``wrap``
-    takes it without a copy). Passed as ``parent=`` and ``task=`` the client would build its
-    own request and convert the task into it field by field."""
-    return tasks_v2.CreateTaskRequest.wrap(
-        _CREATE_TASK_REQUEST(parent=built.queue, task=built.message))
+def create_request(built: BuiltTask) -> Any:
+    """The CreateTask request for ``built``, as the raw protobuf message ``CreateTask`` sends
+    (proto-plus would convert the task into it field by field)."""
+    return _CREATE_TASK_REQUEST(parent=built.queue, task=built.message)
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,8 @@ class Enqueuer:
             settings, {w.name: w.enqueuers for w in self.registry if w.enqueuers is not None})
         self._client = client
         self._async_client: tasks_v2.CloudTasksAsyncClient | None = None
+        self._create: CreateTask | None = None
+        self._create_async: CreateTask | None = None
 
     @property
     def client(self) -> tasks_v2.CloudTasksClient:
@@ -81,6 +81,16 @@ class Enqueuer:
         if self._async_client is None:
             self._async_client = tasks_async_client(self.settings)
         return self._async_client
+
+    def _creating(self) -> CreateTask:
+        if self._create is None:
+            self._create = CreateTask(self.client)
+        return self._create
+
+    def _creating_async(self) -> CreateTask:
+        if self._create_async is None:
+            self._create_async = CreateTask(self.async_client)
+        return self._create_async
 
     def _prepare(self, request: EnqueueRequest, now: dt.datetime | None,
                  ) -> tuple[WorkerSpec, BuiltTask]:
@@ -126,12 +136,11 @@ class Enqueuer:
         with self._doing(request, acting, replay_of) as record:
             worker, built = self._prepare(request, now)
             self._built(record, request, built)
-            client = self.client
-            with self._translating(built, client):
+            create = self._creating()
+            with self._translating(built, self.client):
                 # No automatic retry: a create whose answer was lost would come back as a
                 # duplicate. The name makes a retry by the caller safe instead.
-                created = client.create_task(
-                    request=create_request(built), retry=None, timeout=CALL_TIMEOUT_S)
+                created = create(create_request(built), timeout=CALL_TIMEOUT_S)
         return self._result(created, worker, built)
 
     async def enqueue_async(
@@ -141,10 +150,9 @@ class Enqueuer:
         with self._doing(request, acting, replay_of) as record:
             worker, built = self._prepare(request, now)
             self._built(record, request, built)
-            client = self.async_client
-            with self._translating(built, client):
-                created = await client.create_task(
-                    request=create_request(built), retry=None, timeout=CALL_TIMEOUT_S)
+            create = self._creating_async()
+            with self._translating(built, self.async_client):
+                created = await create(create_request(built), timeout=CALL_TIMEOUT_S)
         return self._result(created, worker, built)
 
     def _ready_queue(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -16,6 +17,7 @@ from enqueuer_core.config import load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import (
     DuplicateTask,
+    EnqueuerError,
     PayloadTooLarge,
     QueueNotFound,
     Unavailable,
@@ -116,6 +118,62 @@ def test_unreachable_cloud_tasks_is_unavailable():
         enqueuer.enqueue(EnqueueRequest(service="testimonios", payload={}), as_admin())
     with pytest.raises(Unavailable):
         enqueuer.check_reachable()
+
+
+def _refusal(enqueuer: Enqueuer, request: EnqueueRequest, asyncio_: bool) -> EnqueuerError:
+    with pytest.raises(EnqueuerError) as e:
+        if asyncio_:
+            asyncio.run(enqueuer.enqueue_async(request, as_admin()))
+        else:
+            enqueuer.enqueue(request, as_admin())
+    return e.value
+
+
+@pytest.mark.parametrize("case", ["duplicate", "missing queue", "unreachable"])
+def test_both_paths_translate_googles_refusals_alike(emulator, enqueuer, case):
+    """Both send raw protobuf messages on the client's own stub (``clients.CreateTask``):
+    Google's refusals must still come back as the same errors, saying the same."""
+    # An hour ahead: the first task stays queued while the others are refused.
+    request = EnqueueRequest(service="brain", payload=BRAIN, idempotency_key=f"refused-{case}",
+                             schedule_in_s=3600)
+    if case == "duplicate":
+        enqueuer.enqueue(request, as_admin())
+        cls, words = DuplicateTask, "already queued"
+    elif case == "missing queue":
+        enqueuer = Enqueuer(load_settings(cloud_tasks_emulator_host=emulator.target,
+                                          project_id=PROJECT, queue_brain="never-made"))
+        cls, words = QueueNotFound, "gcloud tasks queues create never-made"
+    else:
+        enqueuer = Enqueuer(load_settings(cloud_tasks_emulator_host="127.0.0.1:9"))
+        cls, words = Unavailable, "Nothing was enqueued"
+    blocking = _refusal(enqueuer, request, asyncio_=False)
+    on_asyncio = _refusal(enqueuer, request, asyncio_=True)
+    assert type(blocking) is type(on_asyncio) is cls
+    assert words in on_asyncio.message
+    assert on_asyncio.message == blocking.message
+
+
+def test_the_created_task_is_the_built_one(emulator, enqueuer):
+    """What reaches Cloud Tasks is the builder's task, field for field, on both paths."""
+    now = dt.datetime.now(dt.UTC)
+    client = emulator.client()
+    for name, run in (("blocking", enqueuer.enqueue), ("asyncio", lambda *a, **k: asyncio.run(
+            enqueuer.enqueue_async(*a, **k)))):
+        request = EnqueueRequest(service="testimonios", payload={"ñ": [1, 2.5]},
+                                 idempotency_key=f"same-{name}", schedule_in_s=3600)
+        result = run(request, as_admin(), now=now)
+        built = build_task(request, enqueuer.registry.get("testimonios"), enqueuer.settings,
+                           result.idempotency_key, now)
+        stored = client.get_task(request={"name": result.task,
+                                          "response_view": tasks_v2.Task.View.FULL})
+        assert stored.name == built.task.name == result.task
+        sent, made = stored.http_request, built.task.http_request
+        assert (sent.url, sent.http_method, sent.body, sent.oidc_token) == (
+            made.url, made.http_method, made.body, made.oidc_token)
+        # Cloud Tasks adds its own headers (User-Agent); the built ones are there as built.
+        assert dict(made.headers).items() <= dict(sent.headers).items()
+        assert stored.schedule_time == built.task.schedule_time
+        assert stored.dispatch_deadline == built.task.dispatch_deadline
 
 
 def test_build_task_is_pure_and_complete():
