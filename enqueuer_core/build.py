@@ -86,8 +86,12 @@ _HTTP_REQUEST = tasks_v2.HttpRequest.pb()
 _OIDC_TOKEN = tasks_v2.OidcToken.pb()
 
 
+# json.dumps with options builds an encoder per call; one, made once, writes the same.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def body_of(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _COMPACT.encode(payload).encode("utf-8")
 
 
 def build_task(

@@ -90,12 +90,14 @@ class WorkerSpec:
     retry_config: RetryConfig | None = None
     # Who alone may enqueue to it (IAM members), when the workers file narrows it.
     enqueuers: tuple[str, ...] | None = None
-    # Built once: building a validator costs more than validating a payload.
-    _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
+    # Built once: building a validator costs more than validating a payload. None for the
+    # schema of any object, which the check that the payload is an object already applies.
+    _validator: jsonschema.Draft202012Validator | None = field(init=False, repr=False,
+                                                                compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_validator",
-                           jsonschema.Draft202012Validator(self.payload_schema))
+        object.__setattr__(self, "_validator", None if self.payload_schema == ANY_OBJECT
+                           else jsonschema.Draft202012Validator(self.payload_schema))
 
     def check_payload(self, payload: object) -> None:
         """Refuse a payload that its schema does not accept, saying where and why."""
@@ -103,6 +105,8 @@ class WorkerSpec:
             raise InvalidRequest(
                 f"payload for {self.name} must be a JSON object, not {type(payload).__name__}"
             )
+        if self._validator is None:
+            return
         errors = sorted(self._validator.iter_errors(payload),
                         key=lambda e: list(e.absolute_path))
         if errors:

@@ -34,6 +34,8 @@ import threading
 from typing import Any, TextIO
 
 LOG_LABEL = "enqueuer-audit"
+# One encoder for every line (json.dumps with options would build one per line).
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 _SEVERITY = {"ok": "NOTICE", "refused": "WARNING", "failed": "ERROR"}
 _lock = threading.Lock()
 
@@ -89,7 +91,7 @@ def audit_line(*, principal: str, role: str | None, via: str, action: str, targe
 def write(entry: dict[str, Any], stream: TextIO | None = None) -> None:
     """One line on stdout (or ``stream``), whole: lines from concurrent requests never
     interleave."""
-    line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    line = _LINE.encode(entry) + "\n"
     out = stream or sys.stdout
     with _lock:
         out.write(line)

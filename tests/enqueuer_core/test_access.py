@@ -3,6 +3,8 @@ action through the real library and emulator, and the audit line every change le
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import itertools
 import json
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 from google.cloud import tasks_v2
 
-from enqueuer_core.access import AccessPolicy, Acting, Action, Role, check_member
+from enqueuer_core.access import AccessPolicy, Acting, Action, Role, audit, check_member
 from enqueuer_core.actions import delete_tasks, pause_queue, purge_queue, resume_queue, run_task
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import load_settings
@@ -244,3 +246,19 @@ def test_an_allowed_change_that_fails_is_on_record_with_its_code(world, capfd):
     (line,) = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith("{")]
     assert (line["audit"]["outcome"], line["audit"]["error_code"], line["severity"]) == (
         "failed", "invalid_request", "ERROR")
+
+
+def test_an_audit_line_is_one_compact_json_line_with_text_as_written():
+    """What Cloud Logging parses: one line, compact JSON, text as UTF-8 (not \\u escapes), and
+    anything JSON has no type for written as its text."""
+    entry = audit.audit_line(principal="user:ñandú@example.com", role="operator", via="api",
+                             action="enqueue", target="projects/p/locations/l/queues/q",
+                             outcome="ok", request_id="r", worker="brain",
+                             payload={"content": {"when": dt.date(2026, 12, 2), "☃": 1.5}},
+                             now=dt.datetime(2026, 12, 2, 10, 0, 0, 5, tzinfo=dt.UTC))
+    out = io.StringIO()
+    audit.write(entry, out)
+    assert out.getvalue() == json.dumps(entry, ensure_ascii=False, separators=(",", ":"),
+                                        default=str) + "\n"
+    assert '"time":"2026-12-02T10:00:00.000005Z"' in out.getvalue()
+    assert '"☃":1.5' in out.getvalue() and '"when":"2026-12-02"' in out.getvalue()

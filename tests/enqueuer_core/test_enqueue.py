@@ -12,7 +12,7 @@ from google.auth.transport.requests import Request
 from google.cloud import tasks_v2
 from google.oauth2 import id_token
 
-from enqueuer_core.build import EnqueueRequest, build_task
+from enqueuer_core.build import EnqueueRequest, body_of, build_task
 from enqueuer_core.config import load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import (
@@ -197,6 +197,14 @@ def test_build_task_is_pure_and_complete():
     assert build_task(EnqueueRequest(service="brain", payload=BRAIN), worker, settings,
                       "key-1", now).task == build_task(
         EnqueueRequest(service="brain", payload=BRAIN), worker, settings, "key-1", now).task
+
+
+def test_the_body_is_compact_utf8_json_as_ever():
+    """The worker gets these bytes, and the audit line keeps their hash: the same as ever."""
+    payload = {"ñ": "snow ☃ and 😀", "n": [1, 2.5, 1e300, -0.0, 10**30, None, True],
+               "nested": {"a": {"b": []}}, "quote": '"\\/\n'}
+    assert body_of(payload) == json.dumps(payload, ensure_ascii=False,
+                                          separators=(",", ":")).encode("utf-8")
 
 
 @pytest.mark.parametrize("schedule", [-1, 30 * 24 * 3600 + 1])

@@ -89,3 +89,39 @@ def test_bad_workers_file_is_refused(tmp_path, toml, needle):
     f.write_text(toml)
     with pytest.raises(ConfigError, match=needle):
         load_registry(settings(workers_file=f))
+
+
+def test_each_registry_checks_payloads_with_its_own_schema(tmp_path):
+    """Validators are built once per worker: a registry loaded after the workers file changed
+    refuses with the new schema, saying the same as a fresh one would."""
+    path = tmp_path / "workers.toml"
+    path.write_text('[workers.testimonios]\nschema = { type = "object", required = ["doc"] }\n')
+    before = load_registry(settings(workers_file=path)).get("testimonios")
+    with pytest.raises(InvalidRequest) as first:
+        before.check_payload({"audio": "a"})
+    assert first.value.message == ("payload for testimonios does not match its schema: "
+                                   "payload: 'doc' is a required property")
+    path.write_text('[workers.testimonios]\nschema = { type = "object", required = ["audio"] }\n')
+    after = load_registry(settings(workers_file=path)).get("testimonios")
+    after.check_payload({"audio": "a"})
+    with pytest.raises(InvalidRequest, match="'audio' is a required property"):
+        after.check_payload({"doc": "d"})
+    with pytest.raises(InvalidRequest) as again:  # the first registry keeps its own schema
+        before.check_payload({"audio": "a"})
+    assert again.value.message == first.value.message
+
+
+@pytest.mark.parametrize("schema", ['{ type = "object" }',
+                                    '{ type = "object", maxProperties = 1 }'])
+def test_any_object_schemas_take_every_object_and_nothing_else(tmp_path, schema):
+    path = tmp_path / "workers.toml"
+    path.write_text(f"[workers.testimonios]\nschema = {schema}\n")
+    worker = load_registry(settings(workers_file=path)).get("testimonios")
+    worker.check_payload({"a": 1})
+    with pytest.raises(InvalidRequest, match="must be a JSON object, not list"):
+        worker.check_payload([1])
+    if "maxProperties" in schema:  # not the schema of any object: still applied
+        with pytest.raises(InvalidRequest, match="does not match its schema"):
+            worker.check_payload({"a": 1, "b": 2})
+    else:
+        worker.check_payload({"a": 1, "b": [None, {"c": 2.5}]})
