@@ -35,6 +35,8 @@ from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import EnqueuerError
 
 PATH = "/enqueue"
+# Where callers' tokens travel (ASGI servers give header names in lower case).
+_TOKEN_HEADERS = (b"authorization", b"x-serverless-authorization")
 
 
 class EnqueueFastPath:
@@ -57,7 +59,9 @@ class EnqueueFastPath:
         if request is None:
             await self.app(scope, _replaying(message, receive), send)
             return
-        member = self.callers.cached_member(headers)
+        # Only the headers that carry tokens: the check reads each header it is given.
+        member = self.callers.cached_member(
+            [(k, v) for k, v in scope["headers"] if k in _TOKEN_HEADERS])
         if member is None:  # no token, a refused one, or certificates to fetch: the app says
             await self.app(scope, _replaying(message, receive), send)
             return
