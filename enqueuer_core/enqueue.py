@@ -10,8 +10,7 @@ payload itself with ``AUDIT_PAYLOADS=full``), and ``replay_of``, the task an enq
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,16 +110,13 @@ class Enqueuer:
             schedule_time=built.schedule_time,
         )
 
-    @contextmanager
     def _doing(self, request: EnqueueRequest, acting: Acting,
-               replay_of: str | None) -> Iterator[dict[str, Any]]:
+               replay_of: str | None) -> AbstractContextManager[dict[str, Any]]:
         known = self.registry.workers.get(request.service)
         target = (self.settings.queue_path(known.queue) if known
                   else f"unknown service {request.service!r}")
-        with acting.doing(Action.ENQUEUE, target, worker=request.service,
-                          idempotency_key=request.idempotency_key,
-                          replay_of=replay_of) as record:
-            yield record
+        return acting.doing(Action.ENQUEUE, target, worker=request.service,
+                            idempotency_key=request.idempotency_key, replay_of=replay_of)
 
     def _built(self, record: dict[str, Any], request: EnqueueRequest, built: BuiltTask) -> None:
         record["idempotency_key"] = built.idempotency_key
