@@ -9,9 +9,10 @@ blocking call would stall) come from here.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import google.auth
 import google.auth.exceptions
@@ -104,18 +105,12 @@ def tasks_client(settings: Settings, acting_as: str | None = None) -> tasks_v2.C
                    acting_as=acting_as)
 
 
-def tasks_async_client(settings: Settings) -> tasks_v2.CloudTasksAsyncClient:
-    """An asyncio client; build it inside the event loop that will use it."""
-    return _client(settings, tasks_v2.CloudTasksAsyncClient, CloudTasksGrpcAsyncIOTransport,
-                   grpc.aio.insecure_channel)
-
-
 class CreateTask:
-    """CreateTask on a Cloud Tasks client's own stub (its channel, credentials, interceptors),
-    called as the client calls it: the client's ``x-goog-api-client`` and routing headers,
-    the timeout given, no retry, and Google's errors raised as ``google.api_core`` exceptions
-    (``wrap_errors``, the client's own wrapper), which ``errors.translate_google_errors``
-    translates. For the asyncio client, calling it returns an awaitable.
+    """CreateTask as the client makes it, with little around it: the client's
+    ``x-goog-api-client`` and routing headers, the timeout given, no retry, and Google's errors
+    raised as ``google.api_core`` exceptions by the client's own wrapper (``wrap_errors``),
+    which ``errors.translate_google_errors`` translates. For the asyncio client, calling it
+    returns an awaitable.
 
     Creating a task is the call whose CPU bounds the enqueue rate (bench/api.py). The client's
     generic method path (its retry and timeout decorators, metadata merging, the routing field
@@ -124,12 +119,15 @@ class CreateTask:
     the client's (an endpoint outside googleapis.com; ``check_reachable`` still asks it).
     """
 
-    def __init__(self, client: tasks_v2.CloudTasksClient | tasks_v2.CloudTasksAsyncClient,
-                 ) -> None:
-        wrap_errors = (grpc_helpers_async.wrap_errors
-                       if isinstance(client, tasks_v2.CloudTasksAsyncClient)
-                       else grpc_helpers.wrap_errors)
-        self._call = wrap_errors(client.transport.create_task)
+    def __init__(self, stub: Any, asyncio: bool) -> None:
+        self._call = (grpc_helpers_async if asyncio else grpc_helpers).wrap_errors(stub)
+
+    @classmethod
+    def of(cls, client: tasks_v2.CloudTasksClient | tasks_v2.CloudTasksAsyncClient,
+           ) -> CreateTask:
+        """On the client's own stub: its channel, credentials and interceptors."""
+        return cls(client.transport.create_task,
+                   isinstance(client, tasks_v2.CloudTasksAsyncClient))
 
     def __call__(self, request: Any, timeout: float) -> Any:
         """Create the task of ``request``, a raw ``CreateTaskRequest`` message."""
@@ -139,6 +137,49 @@ class CreateTask:
 
 
 _API_CLIENT = DEFAULT_CLIENT_INFO.to_grpc_metadata()
+_CREATE_TASK = "/google.cloud.tasks.v2.CloudTasks/CreateTask"
+
+
+class AsyncTasks(NamedTuple):
+    client: tasks_v2.CloudTasksAsyncClient
+    create: CreateTask
+
+
+def tasks_async(settings: Settings) -> AsyncTasks:
+    """An asyncio client, and CreateTask on a twin of its channel; build them inside the event
+    loop that will use them.
+
+    The asyncio transport adds its debug-logging interceptor to the channel it is given, and
+    an intercepted call runs as a second asyncio task: a quarter of the Python calls of an
+    enqueue, for logging that is off unless ``GOOGLE_SDK_PYTHON_LOGGING_SCOPE`` turns it on.
+    So CreateTask goes on a second channel made with the same arguments (on Google, those the
+    transport resolved: endpoint, credentials, TLS), which the transport never sees; with
+    the client's debug logging on, on the client's own stub, logged as the rest.
+    """
+    twins: list[grpc.aio.Channel] = []
+    if settings.on_emulator:
+        client = _client(settings, tasks_v2.CloudTasksAsyncClient,
+                         CloudTasksGrpcAsyncIOTransport, grpc.aio.insecure_channel)
+        twins.append(grpc.aio.insecure_channel(settings.cloud_tasks_emulator_host,
+                                               options=_EMULATOR_CHANNEL))
+    else:
+        def channels(*args: Any, **kwargs: Any) -> grpc.aio.Channel:
+            # The transport calls this with what it resolved, for its own channel.
+            twins.append(CloudTasksGrpcAsyncIOTransport.create_channel(*args, **kwargs))
+            return CloudTasksGrpcAsyncIOTransport.create_channel(*args, **kwargs)
+
+        credentials = _credentials()
+        client = _remember_principal(tasks_v2.CloudTasksAsyncClient(
+            credentials=credentials,
+            transport=lambda **kw: CloudTasksGrpcAsyncIOTransport(channel=channels, **kw)),
+            credentials)
+    if logging.getLogger(CloudTasksGrpcAsyncIOTransport.__module__).isEnabledFor(
+            logging.DEBUG):
+        return AsyncTasks(client, CreateTask.of(client))
+    stub = twins[0].unary_unary(_CREATE_TASK,
+                                request_serializer=tasks_v2.CreateTaskRequest.serialize,
+                                response_deserializer=tasks_v2.Task.deserialize)
+    return AsyncTasks(client, CreateTask(stub, asyncio=True))
 
 
 def run_client(settings: Settings, acting_as: str | None = None) -> run_v2.ServicesClient:

@@ -19,7 +19,7 @@ from google.cloud import tasks_v2
 from enqueuer_core.access import AccessPolicy, Acting, Action, load_access
 from enqueuer_core.access.audit import payload_record
 from enqueuer_core.build import BuiltTask, EnqueueRequest, build_task
-from enqueuer_core.clients import CreateTask, principal, tasks_async_client, tasks_client
+from enqueuer_core.clients import AsyncTasks, CreateTask, principal, tasks_async, tasks_client
 from enqueuer_core.config import Settings
 from enqueuer_core.errors import PermissionDenied, QueueNotFound, translate_google_errors
 from enqueuer_core.task_names import new_key
@@ -64,9 +64,8 @@ class Enqueuer:
         self.access = access or load_access(
             settings, {w.name: w.enqueuers for w in self.registry if w.enqueuers is not None})
         self._client = client
-        self._async_client: tasks_v2.CloudTasksAsyncClient | None = None
         self._create: CreateTask | None = None
-        self._create_async: CreateTask | None = None
+        self._async: AsyncTasks | None = None
 
     @property
     def client(self) -> tasks_v2.CloudTasksClient:
@@ -75,21 +74,19 @@ class Enqueuer:
             self._client = tasks_client(self.settings)
         return self._client
 
+    def _tasks_async(self) -> AsyncTasks:
+        if self._async is None:
+            self._async = tasks_async(self.settings)
+        return self._async
+
     @property
     def async_client(self) -> tasks_v2.CloudTasksAsyncClient:
-        if self._async_client is None:
-            self._async_client = tasks_async_client(self.settings)
-        return self._async_client
+        return self._tasks_async().client
 
     def _creating(self) -> CreateTask:
         if self._create is None:
-            self._create = CreateTask(self.client)
+            self._create = CreateTask.of(self.client)
         return self._create
-
-    def _creating_async(self) -> CreateTask:
-        if self._create_async is None:
-            self._create_async = CreateTask(self.async_client)
-        return self._create_async
 
     def _prepare(self, request: EnqueueRequest, now: dt.datetime | None,
                  ) -> tuple[WorkerSpec, BuiltTask]:
@@ -146,8 +143,8 @@ class Enqueuer:
         with self._doing(request, acting, replay_of) as record:
             worker, built = self._prepare(request, now)
             self._built(record, request, built)
-            create = self._creating_async()
-            with self._translating(built, self.async_client):
+            client, create = self._tasks_async()
+            with self._translating(built, client):
                 created = await create(create_request(built), timeout=CALL_TIMEOUT_S)
         return self._result(created, worker, built)
 

@@ -6,13 +6,18 @@ import asyncio
 import datetime as dt
 import itertools
 import json
+import logging
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from google.auth.transport.requests import Request
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 from google.oauth2 import id_token
 
 from enqueuer_core.build import EnqueueRequest, body_of, build_task
+from enqueuer_core.clients import principal, tasks_async
 from enqueuer_core.config import load_settings
 from enqueuer_core.enqueue import Enqueuer
 from enqueuer_core.errors import (
@@ -197,6 +202,45 @@ def test_build_task_is_pure_and_complete():
     assert build_task(EnqueueRequest(service="brain", payload=BRAIN), worker, settings,
                       "key-1", now).task == build_task(
         EnqueueRequest(service="brain", payload=BRAIN), worker, settings, "key-1", now).task
+
+
+def test_with_the_clients_debug_logging_on_a_create_is_logged_as_other_calls(enqueuer, caplog):
+    """CreateTask skips the asyncio client's logging interceptor only while it has nothing to
+    log (``clients.tasks_async``): turned on, the create is in the client's debug log."""
+    logger = CloudTasksGrpcAsyncIOTransport.__module__
+    caplog.set_level(logging.DEBUG, logger=logger)
+    asyncio.run(enqueuer.enqueue_async(EnqueueRequest(service="testimonios", payload={}),
+                                       as_admin()))
+    assert any("CreateTask" in r.getMessage() for r in caplog.records if r.name == logger)
+
+
+def test_on_google_the_asyncio_client_is_built_from_application_default_credentials(
+        tmp_path, monkeypatch):
+    """The asyncio client and its CreateTask channel come from the same resolved endpoint
+    and credentials; errors name the account. No call is made (no Google here)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    account = "enqueuer@acme.iam.gserviceaccount.com"
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "acme", "private_key_id": "k1",
+        "private_key": key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                         NoEncryption()).decode(),
+        "client_email": account, "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    monkeypatch.delenv("CLOUD_TASKS_EMULATOR_HOST", raising=False)
+    settings = load_settings(project_id="acme", tasks_region="europe-west1",
+                             caller_sa="caller@acme.iam.gserviceaccount.com",
+                             **{f"url_{s}": "https://w.example.com/x"
+                                for s in ("brain", "testi", "trans")})
+    assert not settings.on_emulator
+
+    async def build() -> tuple[str, str | None]:
+        client, create = tasks_async(settings)
+        assert callable(create)
+        return client.api_endpoint, principal(client)
+
+    assert asyncio.run(build()) == ("cloudtasks.googleapis.com", account)
 
 
 def test_the_body_is_compact_utf8_json_as_ever():
