@@ -17,8 +17,9 @@ It prints enqueues per second and p50/p99 latency of each, then each figure besi
 target: the API's rate as a fraction of the direct one (≥ 0.8: the API costs at most a
 fifth), the CPU per enqueue of this process in the direct phase (the library, ≤ 250 µs) and
 of the API process in the API phase (≤ 400 µs), from /proc; then every process's CPU per
-enqueue in each phase. Every process it starts is stopped before it exits, on error too; a
-missed target makes the exit status 1.
+enqueue in each phase, and the machine's pace before and after (``processes.pace_us``: on a
+shared machine CPU figures vary with it, by 2x within minutes). Every process it starts is
+stopped before it exits, on error too; a missed target makes the exit status 1.
 
     .venv/bin/python bench/api.py
 """
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from processes import READY, start_emulator, stop
+from processes import READY, pace_us, start_emulator, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,6 +58,7 @@ WARMUP = 100
 TARGET_RATIO = 0.8
 TARGET_LIBRARY_US = 250  # CPU per enqueue of the process calling Enqueuer.enqueue_async
 TARGET_API_US = 400  # CPU per enqueue of the API process
+QUIET_PACE_US = 8.5  # processes.pace_us() on the 2-core machine the targets were set on, quiet
 PROJECT, REGION = "local-project", "us-central1"
 QUEUES = ("queue-brain", "queue-testimonios", "queue-transcripciones")
 CONFIG = f'project = "{PROJECT}"\nlocation = "{REGION}"\n' + "".join(
@@ -203,7 +205,9 @@ def run(tmp: Path) -> bool:
                 a = await cpu_per_enqueue(pids, lambda: measure(through_api, N))
             return d, a
 
+        pace_before = pace_us()
         ((d_s, d_lat, d_fail), d_cpu), ((a_s, a_lat, a_fail), a_cpu) = asyncio.run(phases())
+        pace_after = pace_us()
 
         for f in failures[:5]:
             print("  failed:", f, file=sys.stderr)
@@ -237,6 +241,9 @@ def run(tmp: Path) -> bool:
         print(f"  CPU per enqueue, all processes: direct {d_total:,.0f} µs, through the API "
               f"{a_total:,.0f} µs: where CPU is what runs out, the API can reach about "
               f"{d_total / a_total:.2f} of the direct rate")
+        print(f"  machine pace: {pace_before:.1f} µs before, {pace_after:.1f} µs after "
+              f"(sum(range(1000)); {QUIET_PACE_US} µs on this machine when quiet): CPU figures "
+              "scale with it")
         missed = [label for label, *_, met in targets if not met]
         if missed:
             print("\nMISSED: " + "; ".join(missed))

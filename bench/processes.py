@@ -1,4 +1,5 @@
-"""What the benchmarks share: starting the emulator, stopping the processes they start."""
+"""What the benchmarks share: starting the emulator, stopping the processes they start, and
+the machine's pace at the moment (``pace_us``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +50,10 @@ def start_emulator(tmp: Path, config: str) -> tuple[subprocess.Popen, str]:
     stop(proc)
     raise RuntimeError(f"the emulator did not start (exit code {proc.poll()}):\n"
                        f"{log.read_text()[-3000:]}")
+
+
+def pace_us() -> float:
+    """Microseconds for a fixed piece of pure Python (``sum(range(1000))``), best of five: how
+    fast this machine runs Python at the moment. On a shared or throttled machine it varies by
+    2x within minutes, and every CPU figure with it: print it beside them."""
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
