@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.cloud import tasks_v2
@@ -71,11 +71,8 @@ class BuiltTask:
     queue: str  # full queue name
     idempotency_key: str
     schedule_time: dt.datetime | None
-
-    @property
-    def message(self) -> Any:
-        """The task as the raw protobuf message ``task`` wraps (no copy)."""
-        return tasks_v2.Task.pb(self.task)
+    # The raw protobuf message ``task`` wraps (the same object, no copy).
+    message: Any = field(repr=False, compare=False)
 
 
 # The raw protobuf classes under the client's proto-plus types. Building the task from them
@@ -125,4 +122,4 @@ def build_task(
             f"the task would be {size:,} bytes; Cloud Tasks takes at most {MAX_TASK_BYTES:,}. "
             "Send a smaller payload (for example a reference to the data, not the data)."
         )
-    return BuiltTask(tasks_v2.Task.wrap(task), queue, key, schedule)
+    return BuiltTask(tasks_v2.Task.wrap(task), queue, key, schedule, task)

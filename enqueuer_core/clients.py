@@ -9,6 +9,7 @@ blocking call would stall) come from here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from collections.abc import Callable
@@ -132,11 +133,17 @@ class CreateTask:
     def __call__(self, request: Any, timeout: float) -> Any:
         """Create the task of ``request``, a raw ``CreateTaskRequest`` message."""
         return self._call(tasks_v2.CreateTaskRequest.wrap(request), timeout=timeout,
-                          metadata=(_API_CLIENT, gapic_v1.routing_header.to_grpc_metadata(
-                              (("parent", request.parent),))))
+                          metadata=(_API_CLIENT, _routing(request.parent)))
 
 
 _API_CLIENT = DEFAULT_CLIENT_INFO.to_grpc_metadata()
+
+
+@functools.lru_cache(maxsize=256)
+def _routing(parent: str) -> tuple[str, str]:
+    """The routing header of a call on ``parent`` (a process enqueues to a few queues: the
+    URL-encoded value is made once each)."""
+    return gapic_v1.routing_header.to_grpc_metadata((("parent", parent),))
 _CREATE_TASK = "/google.cloud.tasks.v2.CloudTasks/CreateTask"
 
 
