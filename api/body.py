@@ -155,6 +155,11 @@ async def _buffered(receive: Receive) -> tuple[Receive, bool]:
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)
+    return replaying({"type": "http.request", "body": body, "more_body": False}, receive), False
+
+
+def replaying(first: Message, receive: Receive) -> Receive:
+    """``receive`` with ``first``, already received, in front."""
     replayed = False
 
     async def replay() -> Message:
@@ -162,9 +167,9 @@ async def _buffered(receive: Receive) -> tuple[Receive, bool]:
         if replayed:
             return await receive()
         replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return first
 
-    return replay, False
+    return replay
 
 
 def _body_too_large() -> PayloadTooLarge:

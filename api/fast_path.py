@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.acting import acting_for
-from api.body import json_body
+from api.body import json_body, replaying
 from api.errors import enqueuer_error_response
 from enqueuer_core.access.callers import Callers
 from enqueuer_core.build import EnqueueRequest
@@ -57,13 +57,13 @@ class EnqueueFastPath:
         headers = Headers(scope=scope)
         request = self._everyday(message, headers)
         if request is None:
-            await self.app(scope, _replaying(message, receive), send)
+            await self.app(scope, replaying(message, receive), send)
             return
         # Only the headers that carry tokens: the check reads each header it is given.
         member = self.callers.cached_member(
             [(k, v) for k, v in scope["headers"] if k in _TOKEN_HEADERS])
         if member is None:  # no token, a refused one, or certificates to fetch: the app says
-            await self.app(scope, _replaying(message, receive), send)
+            await self.app(scope, replaying(message, receive), send)
             return
         acting = acting_for(member, headers, self.enqueuer)
         try:
@@ -91,17 +91,3 @@ class EnqueueFastPath:
             return EnqueueRequest.model_validate(value, from_attributes=True)
         except ValidationError:
             return None
-
-
-def _replaying(first: Message, receive: Receive) -> Receive:
-    """``receive`` with ``first``, already received, in front."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return first
-
-    return replay
