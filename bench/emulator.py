@@ -20,31 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import aiohttp
-import grpc
 from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-from processes import stop
+from processes import cpu_s, stop
+from tasks_load import BODY, RECEIVER, make_client, new_task, received
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT, LOCATION = "local-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
-SERVICE_ACCOUNT = "bench-caller@local-project.iam.gserviceaccount.com"
 
 N_CREATE = 5_000  # figure 1; these tasks are then dispatched for figure 2
 CREATE_THREADS = 8
@@ -67,48 +62,6 @@ TARGET_DISPATCH = 500.0
 TARGET_VS_PLAIN = 0.5
 TARGET_RSS_MB = 250.0
 TARGET_LIST_MS = 100.0
-
-# A JSON body of 128 bytes, as a job's small payload.
-BODY = json.dumps({"job": "bench", "id": "0" * 16, "data": "x" * 74}).encode()
-assert len(BODY) == 128, len(BODY)
-
-RECEIVER = textwrap.dedent(
-    """
-    import asyncio, signal, sys
-    from aiohttp import web
-
-    seen = {"count": 0, "authed": 0, "bytes": 0}
-
-    async def post(request):
-        body = await request.read()
-        seen["count"] += 1
-        seen["bytes"] += len(body)
-        if request.headers.get("Authorization", "").startswith("Bearer "):
-            seen["authed"] += 1
-        return web.Response(text="ok")
-
-    async def count(request):
-        return web.json_response(seen)
-
-    async def main():
-        app = web.Application()
-        app.router.add_get("/count", count)
-        app.router.add_post("/{tail:.*}", post)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        print(f"receiver ready {port}", flush=True)
-        await stop.wait()
-        await runner.cleanup()
-
-    asyncio.run(main())
-    """
-)
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -156,12 +109,6 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Cpu:
     """CPU used by the emulator and the receiver over a phase, per item."""
 
@@ -183,24 +130,6 @@ class Cpu:
 
 
 # -- the client ----------------------------------------------------------------------------
-
-
-def make_client(port: int) -> tasks_v2.CloudTasksClient:
-    return tasks_v2.CloudTasksClient(
-        transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(f"127.0.0.1:{port}"))
-    )
-
-
-def new_task(url: str) -> tasks_v2.Task:
-    return tasks_v2.Task(
-        http_request=tasks_v2.HttpRequest(
-            url=url,
-            http_method=tasks_v2.HttpMethod.POST,
-            headers={"Content-Type": "application/json"},
-            body=BODY,
-            oidc_token=tasks_v2.OidcToken(service_account_email=SERVICE_ACCOUNT),
-        )
-    )
 
 
 def create_many(client: tasks_v2.CloudTasksClient, queue: str, url: str, n: int,
@@ -227,7 +156,7 @@ def create_many(client: tasks_v2.CloudTasksClient, queue: str, url: str, n: int,
 
 def _create_worker(port: int, queue: str, url: str, n: int, threads: int) -> tuple[float, int]:
     """In a spawned process: a client of its own, ``n`` creates from ``threads`` threads."""
-    return create_many(make_client(port), queue, url, n, threads)
+    return create_many(make_client(f"127.0.0.1:{port}"), queue, url, n, threads)
 
 
 def queue_path(queue_id: str) -> str:
@@ -235,11 +164,6 @@ def queue_path(queue_id: str) -> str:
 
 
 # -- the receiver ------------------------------------------------------------------------------
-
-
-def received(receiver_url: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{receiver_url}/count", timeout=10) as r:
-        return json.load(r)
 
 
 def wait_received(receiver_url: str, target: int, timeout: float) -> float:
@@ -360,7 +284,7 @@ def run(workdir: Path) -> bool:
         port = int(em.group(1))
         print(f"emulator pid {eproc.pid} on gRPC port {port}, receiver pid {rproc.pid} at "
               f"{receiver_url}; {os.cpu_count()} CPUs; state {db}")
-        client = make_client(port)
+        client = make_client(f"127.0.0.1:{port}")
         rss0, _ = rss_mb(eproc.pid)
 
         # Warm-up: connections, code paths (a paused queue that is never resumed).

@@ -37,7 +37,6 @@ too; a missed target makes the exit status 1.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import statistics
@@ -46,22 +45,19 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-from processes import start_emulator, stop
+from processes import cpu_s, start_emulator, stop
+from tasks_load import make_client, new_task, received, start_receiver
 
 PEER_SPEC = ("gcloud-tasks-emulator==0.6.2", "protobuf>=4.25,<5")
 PROJECT, LOCATION = "local-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
-SERVICE_ACCOUNT = "bench-caller@local-project.iam.gserviceaccount.com"
 THREADS = 8
 N_WARMUP = 300
 N_CREATE = 1_500  # per burst
@@ -72,41 +68,6 @@ FLOW_ROUNDS = 6
 CALL_TIMEOUT_S = 30.0
 FLOW_TIMEOUT_S = 180.0
 TARGET_CREATES_RATIO = 1.2
-BODY = json.dumps({"job": "bench", "id": "0" * 16, "data": "x" * 74}).encode()
-
-RECEIVER = textwrap.dedent(
-    """
-    import asyncio, signal
-    from aiohttp import web
-
-    seen = {"count": 0}
-
-    async def post(request):
-        await request.read()
-        seen["count"] += 1
-        return web.Response(text="ok")
-
-    async def count(request):
-        return web.json_response(seen)
-
-    async def main():
-        app = web.Application()
-        app.router.add_get("/count", count)
-        app.router.add_post("/{tail:.*}", post)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"receiver ready {site._server.sockets[0].getsockname()[1]}", flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
-
-    asyncio.run(main())
-    """
-)
 
 # The two gRPC transports with nothing behind them, as a yardstick: CreateTask answered with
 # one canned Task by grpc.aio (what ours serves with) or by grpc's thread-pool server with 2
@@ -190,21 +151,6 @@ def running(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
         stop(proc)
 
 
-def start_receiver(workdir: Path) -> tuple[subprocess.Popen, str]:
-    out = workdir / "receiver.out"
-    with out.open("w") as o:
-        proc = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=o,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = out.read_text()
-        if text.startswith("receiver ready"):
-            return proc, f"http://127.0.0.1:{int(text.split()[2])}"
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(f"the receiver did not start:\n{out.read_text()[-2000:]}")
-
-
 def start_bare(mode: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     out = workdir / f"bare-{mode}.out"
@@ -246,24 +192,7 @@ def start_peer(venv: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
                        f"{log.read_text()[-3000:]}")
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # -- the client ------------------------------------------------------------------------------
-
-
-def make_client(target: str) -> tasks_v2.CloudTasksClient:
-    return tasks_v2.CloudTasksClient(
-        transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(target)))
-
-
-def new_task(url: str) -> tasks_v2.Task:
-    return tasks_v2.Task(http_request=tasks_v2.HttpRequest(
-        url=url, http_method=tasks_v2.HttpMethod.POST,
-        headers={"Content-Type": "application/json"}, body=BODY,
-        oidc_token=tasks_v2.OidcToken(service_account_email=SERVICE_ACCOUNT)))
 
 
 def create_many(client: tasks_v2.CloudTasksClient, queues: list[str], url: str,
@@ -288,17 +217,12 @@ def create_many(client: tasks_v2.CloudTasksClient, queues: list[str], url: str,
         return time.perf_counter() - t0, n - ok
 
 
-def received(receiver: str) -> int:
-    with urllib.request.urlopen(f"{receiver}/count", timeout=10) as r:
-        return json.load(r)["count"]
-
-
 def wait_received(receiver: str, target: int, timeout: float) -> tuple[float, int]:
     """Poll every 20 ms until the receiver has counted ``target``; (time, count) then, or at
     the timeout."""
     deadline = time.perf_counter() + timeout
     while True:
-        now, seen = time.perf_counter(), received(receiver)
+        now, seen = time.perf_counter(), received(receiver)["count"]
         if seen >= target or now > deadline:
             return now, seen
         time.sleep(0.02)
@@ -352,7 +276,7 @@ def create_burst(em: Emulator, receiver: str) -> str:
 
 
 def flow_burst(em: Emulator, receiver: str) -> str:
-    before = received(receiver)
+    before = received(receiver)["count"]
     t0 = time.perf_counter()
     _, failed = create_many(em.client, FLOW_QUEUE_PATHS, f"{receiver}/flow", N_FLOW)
     t1, seen = wait_received(receiver, before + N_FLOW - failed, FLOW_TIMEOUT_S)

@@ -57,3 +57,9 @@ def pace_us() -> float:
     fast this machine runs Python at the moment. On a shared or throttled machine it varies by
     2x within minutes, and every CPU figure with it: print it beside them."""
     return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
