@@ -2,9 +2,10 @@
 
 A runner takes due tasks from the store within the queue's rate (a token bucket of
 ``max_burst_size`` filled at ``max_dispatches_per_second``) and concurrency limits, sends
-each as its HTTP request with Cloud Tasks' headers and an OIDC token, and records the
-attempt: 2xx removes the task and reserves its name, anything else schedules a retry by the
-queue's RetryConfig or, once its limits are reached, removes the task.
+each as its HTTP request (under the queue's current ``http_target``, when it has one: see
+``http_target``) with Cloud Tasks' headers and an OIDC token, and records the attempt: 2xx
+removes the task and reserves its name, anything else schedules a retry by the queue's
+RetryConfig or, once its limits are reached, removes the task.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import aiohttp
 import grpc
 from google.cloud import tasks_v2
 
-from emulator import task_logs
+from emulator import http_target, task_logs
 from emulator.clock import US, now_us, seconds, to_timestamp
 from emulator.log_store import LogRow, LogStore
 from emulator.oidc import Issuer
@@ -182,6 +183,12 @@ class QueueRunner:
         self.concurrency = queue.rate_limits.max_concurrent_dispatches
         self.retry = retry_policy(queue.retry_config)
         self.log = task_logs.QueueLog.of(queue)
+        # Queue-level routing, read at each dispatch so that it reaches the tasks already
+        # waiting; None (the usual case) costs the hot path nothing.
+        self.target: http_target.HttpTarget | None = None
+        if queue.HasField("http_target"):
+            self.target = http_target.HttpTarget()
+            self.target.CopyFrom(queue.http_target)
 
     def wake(self) -> None:
         self._event.set()
@@ -279,8 +286,10 @@ class QueueRunner:
         self.d.unstarted.discard(asyncio.current_task())  # type: ignore[arg-type]
         task = row.task
         http = task.http_request
+        if self.target is not None:
+            http = http_target.effective_request(self.target, http)
         deadline = seconds(task.dispatch_deadline) or 600.0
-        headers = self._headers(row, retry_count)
+        headers = self._headers(row, retry_count, http)
         got: int | None = None
         try:
             assert self.d.session is not None
@@ -304,8 +313,10 @@ class QueueRunner:
             detail = f"the request to {http.url} failed: {e or type(e).__name__}"
         self._finish(row, got, code, detail)
 
-    def _headers(self, row: TaskRow, retry_count: int) -> dict[str, str]:
-        task, http = row.task, row.task.http_request
+    def _headers(self, row: TaskRow, retry_count: int,
+                 http: http_target.HttpRequest) -> dict[str, str]:
+        """The headers sent for ``http``: the task's request, or what the queue made of it."""
+        task = row.task
         oidc = http.HasField("oidc_token")
         headers = {
             k: v

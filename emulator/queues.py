@@ -1,4 +1,8 @@
-"""Queue configuration as Cloud Tasks applies it: defaults, limits, validation, update masks."""
+"""Queue configuration as Cloud Tasks applies it: defaults, limits, validation, update masks.
+
+A queue's ``http_target`` (queue-level routing) is checked by ``http_target.validate`` and
+applied at each dispatch by ``http_target.effective_request``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import math
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 
+from emulator import http_target
 from emulator.clock import duration, seconds
 from emulator.errors import invalid
 from emulator.retry import RetryPolicy
@@ -60,6 +65,13 @@ def validate_and_default(queue: Queue) -> None:
         raise invalid("RetryConfig.maxBackoff cannot be negative.")
     if seconds(rc.max_retry_duration) < 0:
         raise invalid("RetryConfig.maxRetryDuration cannot be negative.")
+    if queue.HasField("http_target"):
+        http_target.drop_empty(queue.http_target)
+        if queue.http_target.ByteSize():
+            project = queue.name.split("/")[1] if queue.name.count("/") else "PROJECT"
+            http_target.validate(queue.http_target, project)
+        else:
+            queue.ClearField("http_target")  # every part cleared: no queue-level routing
 
     if not rl.max_dispatches_per_second:
         rl.max_dispatches_per_second = DEFAULT_RATE

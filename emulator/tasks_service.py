@@ -15,7 +15,10 @@ revealed, as Cloud Tasks does (its refusal says the resource "may not exist"):
   ``cloudtasks.queues.getIamPolicy`` and ``setIamPolicy`` on the queue (the reference of
   those methods: "on the specified resource parent");
 - CreateTask ``cloudtasks.tasks.create`` on the queue and, for a task with a token,
-  ``iam.serviceAccounts.actAs`` on its account;
+  ``iam.serviceAccounts.actAs`` on its account; CreateQueue and UpdateQueue likewise
+  ``actAs`` on the account of a token the queue's ``http_target`` gets (gcloud's help of
+  ``--http-oidc-service-account-email-override``: "The caller must have
+  'iam.serviceAccounts.actAs' permission for the service account"), once the queue is valid;
 - TestIamPermissions needs nothing and answers what the caller holds; for a queue that does
   not exist, an empty set, not NOT_FOUND (the method's reference says so).
 
@@ -173,6 +176,7 @@ class CloudTasksService:
         queue.ClearField("state")
         queue.ClearField("purge_time")
         validate_and_default(queue)
+        self._check_target_account(queue, None)
         self.store.put_queue(queue)
         self.dispatcher.sync_queue(queue)
         return queue
@@ -188,9 +192,18 @@ class CloudTasksService:
             updated = apply_update(current, req.queue, req.update_mask)
             return self._save_new_queue(updated)
         updated = apply_update(current, req.queue, req.update_mask)
+        self._check_target_account(updated, current)
         self.store.put_queue(updated)
         self.dispatcher.sync_queue(updated)
         return updated
+
+    def _check_target_account(self, queue: Queue, before: Queue | None) -> None:
+        """A queue that mints tokens for an account: the caller must be allowed to act as it
+        (when the queue gets that account now, not on every update of an unrelated field)."""
+        email = _target_account(queue)
+        if email and email != (_target_account(before) if before is not None else None):
+            self.authorizer.require(self.authorizer.principal(), "iam.serviceAccounts.actAs",
+                                    service_account_resource(email), email)
 
     def DeleteQueue(self, req: DeleteQueueRequest) -> empty_pb2.Empty:
         parse_queue(req.name)
@@ -360,6 +373,12 @@ class CloudTasksService:
         if task.view == BASIC:
             task.http_request.ClearField("body")
         return task
+
+
+def _target_account(queue: Queue) -> str | None:
+    """The account the queue's http_target mints tokens for, if it does."""
+    kind = queue.http_target.WhichOneof("authorization_header")
+    return getattr(queue.http_target, kind).service_account_email.lower() if kind else None
 
 
 def _state_filter(filter_: str) -> int | None:
