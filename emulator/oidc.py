@@ -62,26 +62,33 @@ class Issuer:
         self.key_id = cert.fingerprint(hashes.SHA1()).hex()
         self._public = cert.public_key().public_numbers()  # type: ignore[union-attr]
         self._signer = crypt.RSASigner.from_string(key_pem, key_id=self.key_id)
-        self._cache: dict[tuple[str, str], tuple[str, float]] = {}
+        self._cache: dict[tuple[str, str, bool], tuple[str, float]] = {}
 
-    def token(self, email: str, audience: str, now: float | None = None) -> str:
-        """An ID token for ``email`` with ``aud`` = ``audience``."""
+    def token(self, email: str, audience: str, now: float | None = None, *,
+              include_email: bool = True) -> str:
+        """An ID token for ``email`` with ``aud`` = ``audience``; without ``include_email``,
+        no ``email`` and ``email_verified`` claims (IAM Credentials' generateIdToken adds them
+        only when asked: its ``includeEmail``)."""
         now = time.time() if now is None else now
-        cached = self._cache.get((email, audience))
+        key = (email, audience, include_email)
+        cached = self._cache.get(key)
         if cached and now - cached[1] < REUSE_S:
             return cached[0]
         sub = subject_id(email)
-        token = self._sign({"aud": audience, "azp": sub, "sub": sub, "email": email}, now)
+        claims: dict[str, Any] = {"aud": audience, "azp": sub, "sub": sub}
+        if include_email:
+            claims |= {"email": email, "email_verified": True}
+        token = self._sign(claims, now)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[(email, audience)] = (token, now)
+        self._cache[key] = (token, now)
         return token
 
     def user_token(self, email: str, client_id: str, name: str, nonce: str | None = None,
                    access_token: str | None = None, now: float | None = None) -> str:
         """The ID token Google's token endpoint gives OAuth client ``client_id`` for a user."""
         claims: dict[str, Any] = {"aud": client_id, "azp": client_id, "sub": subject_id(email),
-                                  "email": email, "name": name}
+                                  "email": email, "email_verified": True, "name": name}
         if nonce is not None:
             claims["nonce"] = nonce
         if access_token is not None:
@@ -91,8 +98,7 @@ class Issuer:
     def _sign(self, claims: dict[str, Any], now: float) -> str:
         iat = int(now)
         return jwt.encode(self._signer, {
-            "iss": ISSUER, **claims, "email_verified": True,
-            "iat": iat, "exp": iat + TOKEN_LIFETIME_S,
+            "iss": ISSUER, **claims, "iat": iat, "exp": iat + TOKEN_LIFETIME_S,
         }).decode()
 
     def certs_v1(self) -> dict[str, str]:

@@ -13,7 +13,8 @@ kept here by hand, copied from googleapis/googleapis (commit f8291d2b, 2026-08-2
   under each version;
 - ``google/cloud/run/v2/service.proto``;
 - ``google/logging/v2/logging.proto``;
-- ``google/iam/admin/v1/iam.proto`` (service accounts) and
+- ``google/iam/admin/v1/iam.proto`` (service accounts),
+  ``google/iam/credentials/v1/iamcredentials.proto`` and
   ``google/cloud/resourcemanager/v3/projects.proto``.
 
 A rule whose method the emulator does not register (Cloud Run's CreateService, Logging's
@@ -30,6 +31,7 @@ LOCATIONS = "google.cloud.location.Locations"
 RUN_V2 = "google.cloud.run.v2.Services"
 LOGGING_V2 = "google.logging.v2.LoggingServiceV2"
 IAM_ADMIN_V1 = "google.iam.admin.v1.IAM"
+IAM_CREDENTIALS_V1 = "google.iam.credentials.v1.IAMCredentials"
 RESOURCE_MANAGER_V3 = "google.cloud.resourcemanager.v3.Projects"
 
 
@@ -116,6 +118,10 @@ RULES: tuple[HttpRule, ...] = (
     HttpRule("POST", f"/v1/{{resource={_SA}}}:setIamPolicy", "*", IAM_ADMIN_V1, "SetIamPolicy"),
     HttpRule("POST", f"/v1/{{resource={_SA}}}:testIamPermissions", "*", IAM_ADMIN_V1,
              "TestIamPermissions"),
+    *(HttpRule("POST", f"/v1/{{name={_SA}}}:{verb}", "*", IAM_CREDENTIALS_V1, method)
+      for verb, method in (("generateAccessToken", "GenerateAccessToken"),
+                           ("generateIdToken", "GenerateIdToken"), ("signBlob", "SignBlob"),
+                           ("signJwt", "SignJwt"))),
     HttpRule("GET", "/v3/{name=projects/*}", "", RESOURCE_MANAGER_V3, "GetProject"),
     HttpRule("POST", "/v3/{resource=projects/*}:getIamPolicy", "*", RESOURCE_MANAGER_V3,
              "GetIamPolicy"),

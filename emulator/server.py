@@ -26,6 +26,7 @@ from emulator.grpc_server import MAX_MESSAGE_BYTES, GrpcRouter
 from emulator.http_api import oidc_routes
 from emulator.iam import Authorizer, PolicyStore, service_account_resource
 from emulator.iam_admin import IamAdmin
+from emulator.iam_credentials import IamCredentials
 from emulator.locations import Locations
 from emulator.log_filter import INDEXES
 from emulator.log_store import LogStore
@@ -83,7 +84,9 @@ class Emulator:
         self._register_tasks_api()
         self.cloud_run = CloudRun(self.config, self.authorizer, self.issuer, self.host)
         self.cloud_run.register(self.router)
-        IamAdmin(self.config, self.authorizer, self.store).register(self.router)
+        accounts = IamAdmin(self.config, self.authorizer, self.store)
+        accounts.register(self.router)
+        IamCredentials(accounts, self.authorizer, self.issuer).register(self.router)
         ResourceManager(self.config, self.authorizer, self.store).register(self.router)
         LoggingService(self.logs, self.authorizer).register(self.router)
         Locations(self.config, self.authorizer).register(self.router)
