@@ -7,6 +7,8 @@ through:
 
 - the front door (``front_door.py``): ingress, then the ID token and its audience, then
   ``run.routes.invoke`` from the service's IAM policy, read on every request;
+- the service's capacity: past ``max_instances`` x ``concurrency`` requests in flight, 429
+  ``Rate exceeded.`` (``front_door.Capacity``);
 - the request timeout: a worker slower than ``timeout_s`` is cut off and the caller gets
   504 ``upstream request timeout`` (cloud.google.com/run/docs/configuring/request-timeout:
   "If a response isn't returned within the time specified, the request ends and an error
@@ -22,7 +24,11 @@ requests the door let through, oldest first (at most the last 1,000)::
       "claims": {"aud": ..., "email": ..., ...} | null, "status": 200 | null}]
 
 ``claims`` are the verified token's (null for a public service, which checks none);
-``status`` is what the worker answered (504 when cut off), null while it is still working.
+``status`` is what the worker answered (504 when cut off, 499 when the caller hung up before
+its body arrived), null while it is still working.
+Like the door's 401, 403 and 404, a 429 is not listed: the request never reached an
+instance (Cloud Run logs it, with "The request was aborted because there was no available
+instance."; the emulator logs it on its own stderr, with the reason).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from emulator.config import EmulatorConfig, ServiceConfig
-from emulator.front_door import FrontDoor, error_page
+from emulator.front_door import RATE_EXCEEDED, Capacity, FrontDoor, Verdict, error_page
 from emulator.grpc_server import GrpcRouter
 from emulator.iam import Authorizer
 from emulator.oidc import Issuer
@@ -48,6 +54,7 @@ log = logging.getLogger("emulator.run")
 MAX_LOGGED = 1000
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's limit for HTTP/1 requests
 TIMEOUT_BODY = "upstream request timeout"
+CLIENT_GONE = 499  # the status proxies log for a caller that closed the request
 
 
 class HostedService:
@@ -57,6 +64,7 @@ class HostedService:
         self.config = config
         self.record = record
         self.door = door
+        self.capacity = Capacity(config)
         self.worker = SampleWorker(config.name, config.paths)
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_LOGGED)
         self.runner: web.AppRunner | None = None
@@ -73,19 +81,34 @@ class HostedService:
     async def serve(self, request: web.Request) -> web.StreamResponse:
         verdict = self.door.check(request.headers)
         if not verdict.admitted:
-            log.info("%s: %d for %s %s: %s", self.config.name, verdict.status, request.method,
-                     request.path, verdict.reason)
-            # The reason may quote a token's claims: keep it one printable ASCII line.
-            reason = " ".join(verdict.reason.split()).encode("ascii", "backslashreplace")
-            headers = {"X-Emulator-Reason": reason.decode()}
-            if verdict.status == 401 and request.headers.get("Authorization"):
-                headers["WWW-Authenticate"] = (
-                    'Bearer error="invalid_token" '
-                    'error_description="The access token could not be verified"'
-                )
-            return web.Response(status=verdict.status, text=error_page(verdict.status,
-                                                                       request.path),
-                                content_type="text/html", headers=headers)
+            return self._refuse(request, verdict)
+        full = self.capacity.admit()
+        if full is not None:
+            return self._refuse(request, full)
+        try:
+            return await self._serve(request, verdict)
+        finally:
+            # Every way out (answer, 504, a worker error, a caller gone) frees the slot.
+            self.capacity.release()
+
+    def _refuse(self, request: web.Request, verdict: Verdict) -> web.Response:
+        log.info("%s: %d for %s %s: %s", self.config.name, verdict.status, request.method,
+                 request.path, verdict.reason)
+        # The reason may quote a token's claims: keep it one printable ASCII line.
+        reason = " ".join(verdict.reason.split()).encode("ascii", "backslashreplace")
+        headers = {"X-Emulator-Reason": reason.decode()}
+        if verdict.status == 429:
+            return web.Response(status=429, text=RATE_EXCEEDED, headers=headers)
+        if verdict.status == 401 and request.headers.get("Authorization"):
+            headers["WWW-Authenticate"] = (
+                'Bearer error="invalid_token" '
+                'error_description="The access token could not be verified"'
+            )
+        return web.Response(status=verdict.status, text=error_page(verdict.status,
+                                                                   request.path),
+                            content_type="text/html", headers=headers)
+
+    async def _serve(self, request: web.Request, verdict: Verdict) -> web.StreamResponse:
         entry: dict[str, Any] = {
             "at": time.time(), "method": request.method, "path": request.path,
             "query": request.query_string,
@@ -101,6 +124,12 @@ class HostedService:
             log.info("%s: 504 for %s %s: the worker did not answer within %gs", self.config.name,
                      request.method, request.path, self.config.timeout_s)
             return web.Response(status=504, text=TIMEOUT_BODY)
+        except ConnectionResetError:
+            # The caller hung up before its body arrived: nothing to answer, nobody to tell.
+            entry["status"] = CLIENT_GONE
+            log.info("%s: %s %s: the caller closed the connection before sending its body",
+                     self.config.name, request.method, request.path)
+            return web.Response(status=CLIENT_GONE)
         entry["status"] = status
         return web.json_response(answer, status=status)
 

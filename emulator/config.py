@@ -2,6 +2,7 @@
 
 ```toml
 project = "local-project"
+project_number = "123456789012"     # what GetProject answers (default: derived from project)
 location = "us-central1"
 task_name_reservation_s = 3600      # how long a finished task's name stays taken
 
@@ -36,6 +37,8 @@ name = "brain"
 port = 8081
 paths = ["/process"]
 timeout_s = 900
+max_instances = 10                  # Cloud Run's max instances (default 100)
+concurrency = 80                    # requests each instance takes at once (default 80)
 invokers = ["serviceAccount:caller@local-project.iam.gserviceaccount.com"]
 
 [logging]                           # Cloud Logging's entries (WriteLogEntries, ListLogEntries)
@@ -144,6 +147,32 @@ class ServiceConfig(_Strict):
     ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] = "all"
     service_account: str | None = None  # the identity the service runs as
     invokers: list[str] = Field([], description="members holding roles/run.invoker")
+    # Beyond max_instances x concurrency requests in flight the front door answers 429, as
+    # Cloud Run does when it cannot scale further (see front_door.Capacity).
+    max_instances: int = Field(100, description="template.scaling.max_instance_count")
+    concurrency: int = Field(80, description="template.max_instance_request_concurrency")
+
+    @field_validator("max_instances")
+    @classmethod
+    def _max_instances(cls, n: int) -> int:
+        # Cloud Run: 100 by default for a new service; more up to the region's quota (a
+        # baseline of 1000 instances: cloud.google.com/run/docs/configuring/max-instances-limits).
+        if not 1 <= n <= 1000:
+            raise ValueError(f"max_instances = {n}: Cloud Run takes 1 to 1000 instances "
+                             "(1000 is the baseline regional quota); leave it out for "
+                             "Cloud Run's default, 100")
+        return n
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency(cls, n: int) -> int:
+        # cloud.google.com/run/docs/about-concurrency: "up to 80 requests at the same time;
+        # you can increase this to a maximum of 1000".
+        if not 1 <= n <= 1000:
+            raise ValueError(f"concurrency = {n}: Cloud Run takes 1 to 1000 requests per "
+                             "instance; leave it out for Cloud Run's default, 80 (1: one "
+                             "request at a time)")
+        return n
 
     @field_validator("paths")
     @classmethod
@@ -270,6 +299,10 @@ class LoggingConfig(_Strict):
 
 class EmulatorConfig(_Strict):
     project: str = Field("local-project", pattern=f"^{PROJECT_PATTERN}$")
+    # The project's number (Resource Manager's GetProject answers projects/NUMBER); None: a
+    # stable 12-digit number derived from ``project``. Set it to name the project's service
+    # agents (service-NUMBER@gcp-sa-cloudtasks...) in the bindings below.
+    project_number: str | None = Field(None, pattern=r"^[1-9][0-9]{0,18}$")
     location: str = Field("us-central1", pattern=f"^{LOCATION_PATTERN}$")
     task_name_reservation_s: float = Field(3600.0, ge=0)
     queue_name_reservation_s: float = Field(7 * 24 * 3600.0, ge=0)

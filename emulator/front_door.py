@@ -30,6 +30,25 @@ Checked in the order Cloud Run checks them, each answered as Cloud Run answers i
    editor, on the service or its project, also through ``allAuthenticatedUsers``) -> 403.
    The policy is read on every request, so SetIamPolicy takes effect on the next one.
 
+5. **Capacity** (``Capacity``), once the request is let in: a service takes at most
+   ``max_instances`` x ``concurrency`` requests at once. Beyond that Cloud Run answers 429:
+   "If no instances become available during the 60 second window, the request fails with a
+   429 error code" (cloud.google.com/run/docs/about-instance-autoscaling, "Exceeding maximum
+   instances"); its request log says "The request was aborted because there was no
+   available instance." (severity WARNING, response code 429, when max instances stops the
+   scaling: Cloud Run functions' troubleshooting page; googleapis/repo-automation-bots#4039,
+   where Cloud Tasks retried such requests), and the caller gets the plain text body
+   ``Rate exceeded.`` from the Google Front End, as users report it. The emulator answers
+   at once instead of holding the request for up to 60 s, so that a queue pushing more than
+   the service takes shows at the first burst; it does not emulate the 500s of a scale-up
+   too slow for a spike either: its instances start instantly. A request counts from its
+   admission until the worker answers, is cut off (504) or fails, whatever the
+   caller does meanwhile (a caller that hangs up does not stop the instance's work).
+   Cloud Tasks retries a 429 by the queue's RetryConfig, as the emulator's dispatcher does;
+   Google adds that on 429 and 503 it "will use a higher backoff rate" and considers a
+   ``Retry-After`` header (``HttpRequest`` in google/cloud/tasks/v2/target.proto). That
+   slowing is not emulated, and the emulator's 429 carries no ``Retry-After``.
+
 The 401 and 403 pages are Google's (the 401 as quoted in google/adk-python#3814, the 403
 wording as quoted in datacommonsorg/docsite#463 and many others). The emulator adds one
 header Google does not send, ``X-Emulator-Reason``, saying exactly which check failed.
@@ -162,6 +181,39 @@ class FrontDoor:
             del self._verified[token]
             return None, "the token has expired"
         return claims, ""
+
+
+RATE_EXCEEDED = "Rate exceeded."  # the Google Front End's body for Cloud Run's 429
+
+
+class Capacity:
+    """The requests one service has in flight, against ``max_instances`` x ``concurrency``.
+
+    The emulator's event loop is the only thread that admits and releases, so a counter
+    is enough. ``admit()`` either takes a slot (the caller must ``release()`` it on every
+    path) or answers the 429 verdict.
+    """
+
+    def __init__(self, service: ServiceConfig) -> None:
+        self.service = service
+        self.limit = service.max_instances * service.concurrency
+        self.in_flight = 0
+
+    def admit(self) -> Verdict | None:
+        """None: a slot is taken. Otherwise the 429, with what to change."""
+        if self.in_flight < self.limit:
+            self.in_flight += 1
+            return None
+        name, n, c = self.service.name, self.service.max_instances, self.service.concurrency
+        return Verdict(429, f"no available instance: {name} already has {self.in_flight} "
+                            f"requests in flight, its capacity (max_instances {n} x "
+                            f"concurrency {c} = {self.limit}): raise max_instances or "
+                            f"concurrency of [[services]] {name} (gcloud run services update "
+                            f"{name} --max-instances=... / --concurrency=...), or lower the "
+                            "callers' concurrency (a queue's max_concurrent_dispatches)")
+
+    def release(self) -> None:
+        self.in_flight -= 1
 
 
 def _bearer(value: str) -> str:

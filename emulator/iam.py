@@ -70,6 +70,21 @@ ROLES: dict[str, frozenset[str]] = {
                                                "iam.serviceAccounts.get",
                                                "iam.serviceAccounts.list", *_PROJECT}),
     "roles/iam.serviceAccountTokenCreator": frozenset(_SA_TOKENS),
+    # ID tokens only (gcp/roles/iam.serviceAccountOpenIdTokenCreator.json): what the probe of
+    # `enqueuer diagnose --probe` needs on the caller account.
+    "roles/iam.serviceAccountOpenIdTokenCreator": frozenset({
+        "iam.serviceAccounts.getOpenIdToken"}),
+    # Reads an account and who may use it (gcp/roles/iam.serviceAccountViewer.json; its
+    # key-metadata permissions are left out: the emulator serves no keys).
+    "roles/iam.serviceAccountViewer": frozenset({"iam.serviceAccounts.get",
+                                                 "iam.serviceAccounts.list",
+                                                 "iam.serviceAccounts.getIamPolicy",
+                                                 *_PROJECT}),
+    # What Google grants the Cloud Tasks service agent on the project: minting the tasks'
+    # tokens (cloud.google.com/iam/docs/roles-permissions/cloudtasks).
+    "roles/cloudtasks.serviceAgent": frozenset({"iam.serviceAccounts.getAccessToken",
+                                                "iam.serviceAccounts.getOpenIdToken",
+                                                "logging.logEntries.create"}),
     "roles/iam.serviceAccountAdmin": frozenset((*_SA_ADMIN, *_PROJECT)),
     "roles/resourcemanager.projectIamAdmin": frozenset({
         "resourcemanager.projects.get", "resourcemanager.projects.getIamPolicy",

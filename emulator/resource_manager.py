@@ -6,8 +6,11 @@ Served: GetProject, GetIamPolicy, SetIamPolicy, TestIamPermissions. Every other 
 the service answers UNIMPLEMENTED.
 
 The project is the configuration's ``project``, named ``projects/PROJECT_ID`` or, by its
-number, ``projects/PROJECT_NUMBER``: a stable 12-digit number derived from the ID, which
-GetProject answers in ``name`` as Google does. Its policy is the one ``[iam] bindings`` fills
+number, ``projects/PROJECT_NUMBER``: the configuration's ``project_number``, or a stable
+12-digit number derived from the ID, which GetProject answers in ``name`` as Google does.
+The number names the project's service agents (the Cloud Tasks service agent is
+``service-PROJECT_NUMBER@gcp-sa-cloudtasks.iam.gserviceaccount.com``), which is why a
+configuration may fix it. Its policy is the one ``[iam] bindings`` fills
 at start and that grants project-wide roles everywhere in the emulator, so a binding set
 here takes effect at once on Cloud Tasks, Cloud Run and IAM.
 
@@ -78,7 +81,7 @@ def project_number(project_id: str) -> str:
 class ResourceManager:
     def __init__(self, config: EmulatorConfig, authorizer: Authorizer, store: Store) -> None:
         self.project_id = config.project
-        self.number = project_number(config.project)
+        self.number = config.project_number or project_number(config.project)
         self.authorizer = authorizer
         self.policies: PolicyStore = authorizer.policies
         self.resource = f"projects/{config.project}"  # the project's key in the policy store

@@ -6,7 +6,9 @@ Services come from the configuration, so Create/Update/DeleteService are not reg
 and answer UNIMPLEMENTED, as do the long-running operations.
 
 Each service reads as a deployed one: ``uri`` and ``urls`` its local base URL, a Ready
-``terminal_condition``, one revision serving 100 % of the traffic. ``create_time`` is when
+``terminal_condition``, one revision serving 100 % of the traffic, its capacity as
+``template.scaling.max_instance_count`` and ``template.max_instance_request_concurrency``
+(the ``max_instances`` and ``concurrency`` of its configuration). ``create_time`` is when
 the emulator first hosted it (kept in the state), ``update_time`` and ``generation`` change
 when its configuration does. With ``[iam] enforce`` on, the methods need the
 ``run.services.*`` permissions Google checks, and TestIamPermissions answers what the
@@ -103,6 +105,9 @@ class ServiceRecord:
         svc.update_time.CopyFrom(to_timestamp(self.updated_us))
         svc.template.timeout.CopyFrom(duration(cfg.timeout_s))
         svc.template.service_account = cfg.service_account or ""
+        # Always set, as Google answers for a service deployed with its defaults (100, 80).
+        svc.template.scaling.max_instance_count = cfg.max_instances
+        svc.template.max_instance_request_concurrency = cfg.concurrency
         svc.template.containers.add(image=IMAGE).ports.add(name="http1", container_port=8080)
         revision = f"{self.name}/revisions/{cfg.name}-{self.generation:05d}-emu"
         svc.latest_ready_revision = svc.latest_created_revision = revision

@@ -189,3 +189,12 @@ def test_without_enforcement_everyone_reads_and_writes_the_policy(emulator):
         metadata=AS[STRANGER]).permissions) == ["resourcemanager.projects.setIamPolicy"]
     assert projects.get_project(name=name).project_id == PROJECT
     assert projects.get_iam_policy(resource=name) == policy
+
+
+def test_a_configured_project_number_is_the_one_google_answers(tmp_path):
+    # The dev stack fixes the number so that it can name the project's service agents
+    # (service-NUMBER@gcp-sa-cloudtasks.iam.gserviceaccount.com) in its bindings.
+    with emulator_on_disk(tmp_path, 'project_number = "123456789012"\n') as em:
+        projects = projects_client(em)
+        assert projects.get_project(name=NAME).name == "projects/123456789012"
+        assert projects.get_project(name="projects/123456789012").project_id == PROJECT
