@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enqueuer_core.config import base_url
+from enqueuer_core.config import Settings, base_url
+from enqueuer_core.setting_names import Field, setting_name
 from enqueuer_core.workers import WorkerSpec
 
 # gRPC code names Cloud Tasks records, and the HTTP status each stands for when the worker
@@ -29,7 +30,8 @@ class Explanation:
     headline: str  # one line: what is wrong
     detail: str  # why, with the values involved
     fix: str  # what to change, a command when there is one
-    check: str | None  # the Diagnostics check that confirms it: audience, invoker, url, deadline
+    # The Diagnostics check that confirms it: audience, invoker, url, deadline, capacity.
+    check: str | None
 
 
 def _success(code: str) -> bool:
@@ -55,13 +57,21 @@ def _service_name(worker: WorkerSpec | None) -> str:
     return worker.name if worker else "SERVICE"
 
 
+def _setting(worker: WorkerSpec | None, field: Field, settings: Settings | None,
+             unknown: str) -> str:
+    """The variable (AUD_TESTI) or workers file field holding the worker's value."""
+    return str(setting_name(worker, field, settings)) if worker else unknown
+
+
 def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | None,
-                    caller: str | None = None, final: bool = False) -> Explanation | None:
+                    caller: str | None = None, final: bool = False,
+                    settings: Settings | None = None) -> Explanation | None:
     """The likely cause of a failed attempt; None when there was no attempt or it succeeded.
 
     ``worker`` (the task's worker, when known) and ``caller`` (the account the task's
     token is minted for, ``CALLER_SA``) make the fix concrete. ``final``: it was the last
-    attempt (a dead letter), so no retry is left to wait for.
+    attempt (a dead letter), so no retry is left to wait for. ``settings`` tell when the
+    workers file sets a built-in worker's value (the fix names the setting holding it).
     """
     if not code or _success(code):
         return None
@@ -71,6 +81,7 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
     title = f"Worker {worker.name}" if worker else "The worker"
     url = worker.url if worker else "the worker's URL"
     said = f" Cloud Tasks recorded: {message}" if message else ""
+    url_setting = _setting(worker, "url", settings, "URL_*")
 
     if status == 401:
         if worker:
@@ -86,8 +97,9 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
             headline=f"{title} refused the token (401)",
             detail="The worker did not accept the OIDC token: its audience does not match "
                    f"the worker's URL, or the token is missing or invalid. {mismatch}{said}",
-            fix=(f"Set AUD_* for {name} to {base_url(worker.url)} (scheme and host of its "
-                 f"URL, no path), or leave it unset to get that default."
+            fix=(f"Set {_setting(worker, 'audience', settings, 'AUD_*')} to "
+                 f"{base_url(worker.url)} (scheme and host of the URL of {name}, no path), "
+                 "or leave it unset to get that default."
                  if worker else "Set AUD_* to the scheme and host of the worker's URL (no "
                  "path), or leave it unset to get that default."),
             check="audience",
@@ -109,7 +121,7 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
             headline=f"{title} has no such path (404)",
             detail=f"The worker answered 404 for {url}: the URL's path is wrong, or the "
                    f"service at that host is not the worker.{said}",
-            fix=f"Set URL_* for {name} to the worker's real endpoint, path included "
+            fix=f"Set {url_setting} to the real endpoint of {name}, path included "
                 "(for example https://brain-abc123-uc.a.run.app/process).",
             check="url",
         )
@@ -121,12 +133,17 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
             detail=f"{deadline}; the attempt ended before the worker answered, either "
                    "because the job takes longer than the deadline or because the worker's "
                    f"Cloud Run request timeout is shorter than it.{said}",
-            fix=f"Set DEADLINE_*_S for {name} (15 to 1800 s) above the job's real duration, "
+            fix=f"Set {_setting(worker, 'deadline_s', settings, 'DEADLINE_*_S')} "
+                f"(15 to 1800 s) above the real duration of a job of {name}, "
                 "and the Cloud Run service's request timeout (`gcloud run services update "
                 "SERVICE --timeout=SECONDS`) at least as long as the deadline.",
             check="deadline",
         )
     if status in (429, 503):
+        # Cloud Run's 429 is "no available instance": more requests in flight than max
+        # instances x concurrency, which the capacity check compares with the queue's limits.
+        # A 503 may be the worker's own, or an instance not ready yet: no one check says.
+        full = status == 429
         return Explanation(
             headline=f"{title} is overloaded or scaling ({code})",
             detail="The worker (or Cloud Run in front of it) turned the request away: too "
@@ -135,15 +152,17 @@ def explain_failure(code: str | None, message: str | None, worker: WorkerSpec | 
                       "with backoff, so this often clears by itself.") + said,
             fix=("Raise" if final else "Wait for the retries. If it persists, raise")
                 + " the service's max instances or concurrency, or lower the queue's max "
-                "dispatches per second / concurrent dispatches.",
-            check=None,
+                "dispatches per second / concurrent dispatches"
+                + (": the capacity check in Diagnostics compares them and gives both "
+                   "commands with the numbers." if full else "."),
+            check="capacity" if full else None,
         )
     if status == "UNREACHABLE":
         return Explanation(
             headline=f"{title} cannot be reached",
             detail=f"Cloud Tasks could not connect to {url}: wrong host or port, the "
                    f"service is down or deleted, or DNS does not resolve it.{said}",
-            fix=f"Check URL_* for {name} ({url}) and that the service is running "
+            fix=f"Check {url_setting} ({url}) and that the service is running "
                 f"(`gcloud run services describe {_service_name(worker)}`).",
             check="url",
         )

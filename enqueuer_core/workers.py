@@ -12,6 +12,7 @@ an example payload and a description, without a code change::
     queue = "queue-resumenes"
     url = "https://resumenes-abc123-uc.a.run.app/summarize"
     deadline_s = 300                      # audience: scheme + host of url unless given
+    typical_duration_s = 40               # how long a job usually runs (the capacity check)
     schema_file = "schemas/resumenes.json"   # or an inline `schema = {...}`
     # The queue as `enqueuer setup` makes it (Cloud Tasks' defaults for what is not given):
     rate_limits = { max_dispatches_per_second = 5, max_concurrent_dispatches = 10 }
@@ -90,6 +91,9 @@ class WorkerSpec:
     retry_config: RetryConfig | None = None
     # Who alone may enqueue to it (IAM members), when the workers file narrows it.
     enqueuers: tuple[str, ...] | None = None
+    # How long a job usually takes, when the workers file says: diagnostics multiply it by
+    # the queue's dispatch rate to know how many requests the worker has in flight.
+    typical_duration_s: float | None = None
     # Built once: building a validator costs more than validating a payload. None for the
     # schema of any object, which the check that the payload is an object already applies.
     _validator: jsonschema.Draft202012Validator | None = field(init=False, repr=False,
@@ -140,6 +144,7 @@ class _WorkerEntry(BaseModel):
     rate_limits: RateLimits | None = None
     retry_config: RetryConfig | None = None
     enqueuers: list[str] | None = None
+    typical_duration_s: float | None = Field(None, gt=0)
 
     def __init__(self, **data: Any) -> None:
         if "schema" in data:
@@ -228,6 +233,11 @@ def _spec(name: str, e: _WorkerEntry, base: WorkerSpec | None, folder: Path,
         check_audience(f"{where} audience", audience)
         deadline = e.deadline_s or (base.deadline_s if base else 600)
         check_deadline(f"{where} deadline_s", deadline)
+        typical = e.typical_duration_s or (base.typical_duration_s if base else None)
+        if typical is not None and typical > deadline:
+            raise ValueError(f"{where}: typical_duration_s = {typical:g} is more than "
+                             f"deadline_s = {deadline}: every such job would outlive its "
+                             "dispatch deadline; raise deadline_s or give the real duration")
         jsonschema.Draft202012Validator.check_schema(schema)
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -241,6 +251,7 @@ def _spec(name: str, e: _WorkerEntry, base: WorkerSpec | None, folder: Path,
         rate_limits=e.rate_limits or (base.rate_limits if base else None),
         retry_config=e.retry_config or (base.retry_config if base else None),
         enqueuers=tuple(e.enqueuers) if e.enqueuers is not None else None,
+        typical_duration_s=typical,
     )
     if spec.example is not None:
         try:

@@ -29,7 +29,7 @@ def test_401_is_the_audience_and_names_the_one_to_set():
     assert isinstance(e, Explanation) and e.check == "audience"
     assert "401" in e.headline and "audience" in e.detail
     assert "https://old-brain.a.run.app" in e.detail and WORKER.url in e.detail
-    assert "AUD_*" in e.fix and "https://brain-abc123-uc.a.run.app" in e.fix
+    assert "Set AUD_BRAIN to https://brain-abc123-uc.a.run.app " in e.fix
     matching = explain_failure("401", None, WORKER)
     assert "missing, expired" in matching.detail
     assert explain_failure("UNAUTHENTICATED", None, None).check == "audience"
@@ -45,7 +45,7 @@ def test_403_is_the_invoker_binding_with_the_command():
 
 def test_404_is_the_url_path():
     e = explain_failure("404", "HTTP status code 404", WORKER)
-    assert e.check == "url" and WORKER.url in e.detail and "URL_*" in e.fix
+    assert e.check == "url" and WORKER.url in e.detail and "Set URL_BRAIN to" in e.fix
 
 
 @pytest.mark.parametrize("code", ["504", "DEADLINE_EXCEEDED"])
@@ -53,13 +53,27 @@ def test_deadline_names_the_dispatch_deadline(code):
     e = explain_failure(code, "the target did not answer within the dispatch deadline (700s)",
                         WORKER)
     assert e.check == "deadline" and "700s" in e.detail and "request timeout" in e.detail
-    assert "DEADLINE_*_S" in e.fix and "--timeout" in e.fix
+    assert "Set DEADLINE_BRAIN_S " in e.fix and "--timeout" in e.fix
 
 
 @pytest.mark.parametrize("code", ["429", "503", "RESOURCE_EXHAUSTED"])
 def test_overload_says_retries_continue(code):
     e = explain_failure(code, None, WORKER)
-    assert "overloaded" in e.headline and "retries" in e.detail and e.check is None
+    assert "overloaded" in e.headline and "retries" in e.detail
+
+
+@pytest.mark.parametrize("code", ["429", "RESOURCE_EXHAUSTED"])
+def test_a_429_links_to_the_capacity_check(code):
+    # Cloud Run's 429: more in flight than max instances x concurrency.
+    e = explain_failure(code, "RESOURCE_EXHAUSTED(8): HTTP status code 429", WORKER)
+    assert e.check == "capacity" and "capacity check" in e.fix
+    assert "max instances" in e.fix and "concurrent dispatches" in e.fix
+
+
+def test_a_503_names_no_check():
+    # The worker's own 503, or an instance not ready yet: no one check confirms it.
+    e = explain_failure("503", None, WORKER)
+    assert e.check is None and "capacity check" not in e.fix
 
 
 def test_unreachable_worker():
@@ -89,7 +103,7 @@ def test_an_unexplained_code_still_says_something():
 def test_what_the_emulator_records_is_explained(client, make_queue, receiver):
     """Real answers from a real worker (and a closed port), as TaskSnapshot reads them."""
     queue = make_queue()
-    answers = {"/a": 401, "/b": 403, "/c": 404, "/d": 503, "/e": 500, "/f": 422}
+    answers = {"/a": 401, "/b": 403, "/c": 404, "/d": 503, "/e": 500, "/f": 422, "/g": 429}
     for path, status in answers.items():
         receiver.respond(path, [status] * 50)
         client.create_task(parent=queue, task=http_task(receiver.url + path))
@@ -108,3 +122,4 @@ def test_what_the_emulator_records_is_explained(client, make_queue, receiver):
     assert checks["c"].check == "url" and "overloaded" in checks["d"].headline
     assert "logs" in checks["e"].fix and "payload" in checks["f"].headline
     assert "cannot be reached" in checks["gone"].headline
+    assert checks["g"].check == "capacity" and checks["d"].check is None
