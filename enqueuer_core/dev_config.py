@@ -38,6 +38,11 @@ SERVICES = {"api": "enqueuer-api", "dashboard": "enqueuer-dashboard"}
 # Who reads history on the local stack: the local users, and the accounts the API and the
 # dashboard run as (which also write their stdout's entries, as Cloud Run does for them).
 LOG_READER, LOG_WRITER = "roles/logging.viewer", "roles/logging.logWriter"
+# The local project's number: the emulator answers it (Resource Manager's GetProject), and it
+# names the project's Cloud Tasks service agent in the bindings `enqueuer setup` makes. The
+# emulator would derive this very number from the ID; it is written out so that this module
+# can name the agent without importing the emulator.
+PROJECT_NUMBER = "217212046978"
 # The dashboard's OAuth client at the emulator's identity provider.
 DASHBOARD_CLIENT_ID = "enqueuer-dashboard"
 DASHBOARD_CLIENT_SECRET = "local-dashboard-secret"  # a local stand-in: no Google account
@@ -74,7 +79,8 @@ def emulator_config(ports: DevPorts) -> str:
                              api_sa=LOCAL_PRINCIPAL, dashboard_sa=LOCAL_PRINCIPAL)
     services = {w: f"projects/{LOCAL_PROJECT}/locations/{LOCAL_REGION}/services/{w}"
                 for w in WORKERS}
-    state = desired_state(settings, load_registry(settings), services, list(WORKERS))
+    state = desired_state(settings, load_registry(settings), services, list(WORKERS),
+                          PROJECT_NUMBER)
     granted: dict[tuple[str, str], dict[str, list[str]]] = {}
     for g in state.grants:
         granted.setdefault((g.scope, g.resource), {}).setdefault(g.role, []).append(g.member)
@@ -95,7 +101,8 @@ def emulator_config(ports: DevPorts) -> str:
     project = [{"role": r, "members": m} for r, m in on_project.items()]
     lines = [
         "# Written by `enqueuer dev` at each start; edit enqueuer_core/dev_config.py instead.",
-        f'project = "{LOCAL_PROJECT}"', f'location = "{LOCAL_REGION}"', "",
+        f'project = "{LOCAL_PROJECT}"', f'project_number = "{PROJECT_NUMBER}"',
+        f'location = "{LOCAL_REGION}"', "",
         "[iam]", "enforce = true", f'principal = "serviceAccount:{LOCAL_PRINCIPAL}"',
         # The operator is a platform engineer: it may create queues, accounts and every
         # binding `enqueuer setup --apply` makes (and break and repair a setup on purpose).

@@ -57,17 +57,21 @@ class _Step:
     action: str = field(default="")
 
 
-def apply_plan(plan: SetupPlan, c: SetupClients, acting: Acting) -> list[Change]:
+def apply_plan(plan: SetupPlan, c: SetupClients, acting: Acting,
+               fixing: tuple[str, str] | None = None) -> list[Change]:
     """Apply every change setup can make; the changes applied, in order.
 
     Only an admin of Enqueuer's access config may (``Forbidden`` otherwise, before any
-    change); one audit line records what was applied. ``missing`` items (a worker's Cloud
-    Run service) are left: they are not setup's to make. ``SetupRefused`` stops at the first
-    refusal, naming the permission and the role.
+    change); one audit line records what was applied, and with ``fixing`` (check, worker)
+    that it was the Fix of that failing check. ``missing`` items (a worker's Cloud Run
+    service) are left: they are not setup's to make, nor is the service agent's grant while
+    its name is unknown. ``SetupRefused`` stops at the first refusal, naming the permission
+    and the role.
     """
     done: list[Change] = []
-    with acting.doing(Action.SETUP, f"projects/{plan.project}",
-                      planned=len(plan.to_change)) as record:
+    check, worker = fixing or (None, None)
+    with acting.doing(Action.SETUP, f"projects/{plan.project}", worker,
+                      planned=len(plan.to_change), fix=check) as record:
         try:
             for step in _steps(plan, c):
                 try:

@@ -9,12 +9,23 @@ project wherever Google allows it):
 | ``API_SA`` (the API) | ``roles/cloudtasks.enqueuer`` | each worker's queue |
 | ``DASHBOARD_SA`` (the dashboard) | ``roles/cloudtasks.editor`` (enqueue, list, run, delete tasks; pause, resume, purge; no IAM) | each worker's queue |
 | both | ``roles/iam.serviceAccountUser`` (mint tasks' tokens as it) | ``CALLER_SA`` |
+| the Cloud Tasks service agent (``service-PROJECT_NUMBER@gcp-sa-cloudtasks.iam.gserviceaccount.com``) | ``roles/iam.serviceAccountTokenCreator`` (Cloud Tasks mints the tasks' OIDC tokens as it) | ``CALLER_SA`` |
+| ``DASHBOARD_SA`` | ``roles/iam.serviceAccountOpenIdTokenCreator`` (the Diagnostics "Probe" mints an ID token as it) | ``CALLER_SA`` |
+| ``DASHBOARD_SA`` | ``roles/iam.serviceAccountViewer`` (diagnostics read who may mint as it) | ``CALLER_SA`` |
 | ``CALLER_SA`` (the tokens) | ``roles/run.invoker`` | each worker's Cloud Run service |
 | ``DASHBOARD_SA`` | ``roles/run.viewer`` (diagnostics list the services) | the project |
 | ``DASHBOARD_SA`` | ``roles/logging.viewer`` (history: attempts, dead letters, activity) | the project |
 
 and the three accounts exist. Each worker's queue exists, with the rate limits and retry
 configuration of the workers file where it gives them.
+
+The service agent's grant is the original service's setup step 3. Google documents it as
+required for projects created before 19 March 2019; newer projects hold
+``roles/cloudtasks.serviceAgent`` on the project, which carries the same
+``iam.serviceAccounts.getOpenIdToken`` and ``getAccessToken``
+(https://cloud.google.com/iam/docs/roles-permissions/cloudtasks), so the grant is harmless
+there. Its email needs the project's number: without it (Resource Manager would not show it)
+the plan names what to grant instead (``AgentUnknown``).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -39,7 +50,20 @@ DASHBOARD_PROJECT_ROLE = "roles/run.viewer"
 # IAM conditions, and the project is where Google's docs grant it
 # (https://cloud.google.com/logging/docs/access-control#logging.viewer).
 HISTORY_ROLE = "roles/logging.viewer"
+TOKEN_CREATOR_ROLE = "roles/iam.serviceAccountTokenCreator"
+# What Google grants the service agent on the project itself (the roles page above).
+TASKS_AGENT_ROLE = "roles/cloudtasks.serviceAgent"
+# Only getOpenIdToken: the Probe mints ID tokens, never access tokens.
+OPENID_TOKEN_ROLE = "roles/iam.serviceAccountOpenIdTokenCreator"
+# The smallest predefined role holding iam.serviceAccounts.getIamPolicy, on the account only:
+# the service_agent check reads the caller account's policy.
+SA_VIEWER_ROLE = "roles/iam.serviceAccountViewer"
 _SA_DOMAIN = ".iam.gserviceaccount.com"
+
+
+def tasks_service_agent(project_number: str) -> str:
+    """The email of the project's Cloud Tasks service agent."""
+    return f"service-{project_number}@gcp-sa-cloudtasks{_SA_DOMAIN}"
 
 
 def _cmd(*words: str) -> str:
@@ -186,6 +210,32 @@ class ServiceMissing:
                     f"--project={parts[1]}")
 
 
+@dataclass(frozen=True)
+class AgentUnknown:
+    """The service agent's grant when the project's number (and so its email) is unknown."""
+
+    caller: str
+    project: str
+
+    @property
+    def resource(self) -> str:
+        return f"projects/{self.project}/serviceAccounts/{self.caller}"
+
+    @property
+    def what(self) -> str:
+        return (f"{TOKEN_CREATOR_ROLE} for the Cloud Tasks service agent "
+                f"(service-PROJECT_NUMBER@gcp-sa-cloudtasks{_SA_DOMAIN}) on account "
+                f"{self.caller} (Cloud Tasks mints the tasks' OIDC tokens as it; "
+                f"`gcloud projects describe {self.project} --format=value(projectNumber)` "
+                "shows the number)")
+
+    def gcloud(self) -> str:
+        return _cmd("gcloud", "iam", "service-accounts", "add-iam-policy-binding", self.caller,
+                    f"--member=serviceAccount:service-PROJECT_NUMBER@gcp-sa-cloudtasks"
+                    f"{_SA_DOMAIN}", f"--role={TOKEN_CREATOR_ROLE}",
+                    f"--project={self.project}")
+
+
 @dataclass
 class DesiredState:
     accounts: list[AccountWant] = field(default_factory=list)
@@ -193,15 +243,19 @@ class DesiredState:
     grants: list[Grant] = field(default_factory=list)
     missing_services: list[ServiceMissing] = field(default_factory=list)
     workers: list[str] = field(default_factory=list)
+    # Set when the project's number was not known: the service agent's grant, unnamed.
+    agent_unknown: AgentUnknown | None = None
 
 
 def desired_state(settings: Settings, registry: Registry, services: dict[str, str | None],
-                  workers: list[str] | None = None) -> DesiredState:
+                  workers: list[str] | None = None,
+                  project_number: str | None = None) -> DesiredState:
     """The state this config needs, for the workers named (all by default).
 
     ``services`` maps each worker to the Cloud Run service serving its URL (a full name), or
-    ``None`` when none does. ``ConfigError`` when two workers share a queue but configure it
-    differently.
+    ``None`` when none does; ``project_number`` names the Cloud Tasks service agent (None:
+    ``agent_unknown`` instead of its grant). ``ConfigError`` when two workers share a queue
+    but configure it differently.
     """
     specs = [registry.get(w) for w in workers] if workers else list(registry)
     project = settings.project_id or ""
@@ -226,6 +280,19 @@ def desired_state(settings: Settings, registry: Registry, services: dict[str, st
     for email, who in ((api, "the API"), (dashboard, "the dashboard")):
         state.grants.append(Grant("service_account", caller_resource, ACT_AS_ROLE,
                                   member(email), f"{who} mints tasks' tokens as it"))
+    if project_number:
+        state.grants.append(Grant(
+            "service_account", caller_resource, TOKEN_CREATOR_ROLE,
+            member(tasks_service_agent(project_number)),
+            "Cloud Tasks mints the tasks' OIDC tokens as it"))
+    else:
+        state.agent_unknown = AgentUnknown(caller, project)
+    state.grants.append(Grant("service_account", caller_resource, OPENID_TOKEN_ROLE,
+                              member(dashboard), "the Diagnostics \"Probe\" mints an ID token "
+                              "as it to knock on each worker's door"))
+    state.grants.append(Grant("service_account", caller_resource, SA_VIEWER_ROLE,
+                              member(dashboard), "diagnostics read who may mint tokens as it: "
+                              "the service_agent check"))
     location = f"projects/{project}/locations/{settings.tasks_region}"
     for spec in specs:
         service = services.get(spec.name)

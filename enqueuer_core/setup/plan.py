@@ -3,7 +3,9 @@
 Each item is ``kept`` (already so), ``create`` (an account or a queue), ``update`` (a queue's
 configuration differs from the workers file), ``add`` (a binding), ``missing`` (what setup
 cannot make: a worker's Cloud Run service) or ``unknown`` (Google refused to show it: the
-detail names the permission). The reads run concurrently; nothing here changes anything.
+detail names the permission; or the Cloud Tasks service agent's grant while the project's
+number, its name, is unreadable: setup cannot make that one). The reads run concurrently;
+nothing here changes anything.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from enqueuer_core import clients, cloud_run, iam_policies
 from enqueuer_core.calls import Got, call
 from enqueuer_core.config import Settings
 from enqueuer_core.setup.desired import (
+    TOKEN_CREATOR_ROLE,
     AccountWant,
+    AgentUnknown,
     DesiredState,
     Grant,
     QueueWant,
@@ -64,7 +68,7 @@ class Change:
     what: str
     gcloud: str
     detail: str = ""
-    item: AccountWant | QueueWant | Grant | ServiceMissing | None = field(
+    item: AccountWant | QueueWant | Grant | ServiceMissing | AgentUnknown | None = field(
         default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +81,8 @@ class Change:
             out |= {"resource": self.item.path}
         elif isinstance(self.item, AccountWant):
             out |= {"resource": self.item.email}
+        elif isinstance(self.item, AgentUnknown):
+            out |= {"resource": self.item.resource, "role": TOKEN_CREATOR_ROLE}
         return out
 
 
@@ -125,14 +131,16 @@ def make_plan(settings: Settings, c: SetupClients,
     for name in workers or []:
         registry.get(name)  # UnknownService, naming the valid ones
     location = f"projects/{settings.project_id}/locations/{settings.tasks_region}"
-    listed = call("the Cloud Run Admin API",
-                  lambda: cloud_run.list_services(c.run, location, CALL_TIMEOUT_S))
-    found: dict[str, str | None] = {}
-    for spec in registry:
-        svc = cloud_run.service_for(listed.value or [], spec.url)
-        found[spec.name] = svc.name if svc is not None else None
-    state = desired_state(settings, registry, found, workers)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="setup") as pool:
+        listing = pool.submit(call, "the Cloud Run Admin API",
+                              lambda: cloud_run.list_services(c.run, location, CALL_TIMEOUT_S))
+        numbered = pool.submit(project_number, c.projects, settings.project_id or "")
+        listed, number = listing.result(), numbered.result()
+        found: dict[str, str | None] = {}
+        for spec in registry:
+            svc = cloud_run.service_for(listed.value or [], spec.url)
+            found[spec.name] = svc.name if svc is not None else None
+        state = desired_state(settings, registry, found, workers, number.value)
         accounts = {a: pool.submit(call, "the IAM API", lambda a=a: c.iam.get_service_account(
             name=f"projects/-/serviceAccounts/{a.email}", retry=None,
             timeout=CALL_TIMEOUT_S)) for a in state.accounts}
@@ -145,12 +153,22 @@ def make_plan(settings: Settings, c: SetupClients,
         changes = _compare(state, listed,
                            {a: f.result() for a, f in accounts.items()},
                            {q: f.result() for q, f in queues.items()},
-                           {r: f.result() for r, f in policies.items()})
+                           {r: f.result() for r, f in policies.items()}, number)
     return SetupPlan(c.principal, settings.project_id or "", state.workers, changes)
 
 
+def project_number(projects: Any, project_id: str, timeout: float = CALL_TIMEOUT_S) -> Got:
+    """The project's number (``value``, a string of digits), from Resource Manager's
+    GetProject (``projects/NUMBER``); it needs ``resourcemanager.projects.get``."""
+    def get() -> str:
+        return projects.get_project(name=f"projects/{project_id}", retry=None,
+                                    timeout=timeout).name.rsplit("/", 1)[-1]
+    return call("the Resource Manager API", get)
+
+
 def _compare(state: DesiredState, listed: Got, accounts: dict[AccountWant, Got],
-             queues: dict[QueueWant, Got], policies: dict[str, Got]) -> list[Change]:
+             queues: dict[QueueWant, Got], policies: dict[str, Got],
+             number: Got) -> list[Change]:
     out: list[Change] = []
     for a, got in accounts.items():
         if got.error:
@@ -180,6 +198,12 @@ def _compare(state: DesiredState, listed: Got, accounts: dict[AccountWant, Got],
             out.append(Change("add", "binding", g.what, g.gcloud(), "", g))
         else:
             out.append(Change("kept", "binding", g.what, g.gcloud(), "", g))
+    if state.agent_unknown is not None:
+        agent = state.agent_unknown
+        why = number.error or number.missing or "the project has no number"
+        out.append(Change("unknown", "binding", agent.what, agent.gcloud(),
+                          f"the project's number, which names the service agent, could not be "
+                          f"read: {why}", agent))
     for m in state.missing_services:
         if listed.error:
             out.append(Change("unknown", "service", f"the Cloud Run service of {m.worker}",

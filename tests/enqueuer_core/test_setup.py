@@ -14,15 +14,17 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from google.cloud import run_v2, tasks_v2
+from google.cloud import resourcemanager_v3, run_v2, tasks_v2
+from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from enqueuer_core import clients, iam_policies
 from enqueuer_core.build import EnqueueRequest
 from enqueuer_core.config import LOCAL_ADMIN, load_settings
+from enqueuer_core.diagnose import CHECKS
 from enqueuer_core.enqueue import Enqueuer
-from enqueuer_core.setup import SetupClients, apply_plan, make_plan
+from enqueuer_core.setup import SetupClients, SetupPlan, apply_plan, make_plan
 from tests.acting import as_admin
 from tests.emulator.harness import start_emulator, wait_until
 from tests.enqueuer_core.test_cli import clean_env
@@ -38,12 +40,16 @@ WORKERS = {"brain": ("BRAIN", "/process"), "testimonios": ("TESTI", "/generate-t
            "transcripciones": ("TRANS", "/api/transcribe")}
 BRAIN_JOB = {f: "doc" for f in ("system_instructions_doc_id", "base_prompt_doc_id",
                                 "input_doc_id", "output_doc_id")}
+# What `enqueuer diagnose` runs for each worker (the probe only when asked for).
+RUN_CHECKS = [c for c, _ in CHECKS if c != "probe"]
 OPERATOR_ROLES = ("roles/cloudtasks.admin", "roles/iam.serviceAccountAdmin",
                   "roles/resourcemanager.projectIamAdmin", "roles/run.admin")
 
 
-def emulator_config(operator_roles: tuple[str, ...] = OPERATOR_ROLES) -> str:
-    """Nothing granted to the enqueuer's accounts, and queue-transcripciones missing."""
+def emulator_config(operator_roles: tuple[str, ...] = OPERATOR_ROLES,
+                    principal: str = API_SA) -> str:
+    """Nothing granted to the enqueuer's accounts, and queue-transcripciones missing; calls
+    without a principal of their own come from ``principal``."""
     bindings = "\n".join(f'[[iam.bindings]]\nrole = "{r}"\nmembers = ["{LOCAL_ADMIN}"]\n'
                          for r in operator_roles)
     services = "\n".join(f'[[services]]\nname = "{w}"\nport = 0\npaths = ["{p}"]\n'
@@ -51,7 +57,7 @@ def emulator_config(operator_roles: tuple[str, ...] = OPERATOR_ROLES) -> str:
     return f"""
 [iam]
 enforce = true
-principal = "serviceAccount:{API_SA}"
+principal = "serviceAccount:{principal}"
 {bindings}
 [[service_accounts]]
 email = "{CALLER}"
@@ -88,8 +94,8 @@ class SetupStack:
 
 
 def start(tmp_path: Path, operator_roles: tuple[str, ...] = OPERATOR_ROLES,
-          workers_file: str = ""):
-    em = start_emulator(tmp_path, emulator_config(operator_roles), project=PROJECT)
+          workers_file: str = "", principal: str = API_SA):
+    em = start_emulator(tmp_path, emulator_config(operator_roles, principal), project=PROJECT)
     channel = grpc.intercept_channel(grpc.insecure_channel(em.target),
                                      clients.ActingAs(LOCAL_ADMIN))
     run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel))
@@ -117,6 +123,13 @@ def stack(tmp_path):
         em.stop()
 
 
+def tasks_agent(stack: SetupStack) -> str:
+    """The Cloud Tasks service agent, named by the number the emulator answers."""
+    projects = stack.as_operator(resourcemanager_v3.ProjectsClient, ProjectsGrpcTransport)
+    number = projects.get_project(name=f"projects/{PROJECT}").name.rsplit("/", 1)[-1]
+    return f"serviceAccount:service-{number}@gcp-sa-cloudtasks.iam.gserviceaccount.com"
+
+
 def queue_policy(stack: SetupStack, queue: str):
     client = stack.as_operator(tasks_v2.CloudTasksClient, CloudTasksGrpcTransport)
     return client.get_iam_policy(
@@ -136,6 +149,12 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
                 ("create", "queue", "queue-transcripciones", None, None),
                 ("add", "binding", CALLER, "roles/iam.serviceAccountUser", api),
                 ("add", "binding", CALLER, "roles/iam.serviceAccountUser", dash),
+                # Cloud Tasks mints the tasks' tokens as CALLER (setup step 3 of the original
+                # service); the Probe mints as it, and diagnostics read who may.
+                ("add", "binding", CALLER, "roles/iam.serviceAccountTokenCreator",
+                 tasks_agent(stack)),
+                ("add", "binding", CALLER, "roles/iam.serviceAccountOpenIdTokenCreator", dash),
+                ("add", "binding", CALLER, "roles/iam.serviceAccountViewer", dash),
                 ("add", "binding", PROJECT, "roles/run.viewer", dash),
                 # The dashboard reads history (attempts, dead letters, activity) from Logging.
                 ("add", "binding", PROJECT, "roles/logging.viewer", dash)}
@@ -161,17 +180,21 @@ def test_from_nothing_to_a_working_setup_and_then_nothing_to_change(stack):
             f"--project={PROJECT}") in shown.stdout
     assert (f"$ gcloud projects add-iam-policy-binding {PROJECT} --member={dash} "
             "--role=roles/logging.viewer --condition=None") in shown.stdout
-    assert "3 to create, 13 to add, 3 kept." in shown.stdout
+    assert (f"$ gcloud iam service-accounts add-iam-policy-binding {CALLER} "
+            f"--member={tasks_agent(stack)} --role=roles/iam.serviceAccountTokenCreator "
+            f"--project={PROJECT}") in shown.stdout
+    assert "3 to create, 16 to add, 3 kept." in shown.stdout
 
     applied = stack.enqueuer("setup", "--apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert "Applied 16 change(s)" in applied.stdout
+    assert "Applied 19 change(s)" in applied.stdout
     assert "Checking what it touched (enqueuer diagnose)" in applied.stdout
-    assert applied.stdout.rstrip().endswith("\n39 pass")  # 13 checks x 3 workers, all pass
+    # Every check of the 3 workers passes (the service agent's included).
+    assert applied.stdout.rstrip().endswith(f"\n{3 * len(RUN_CHECKS)} pass"), applied.stdout
 
     again = stack.enqueuer("setup")
     assert again.returncode == 0, again.stdout
-    assert "Nothing to change." in again.stdout and "19 kept." in again.stdout
+    assert "Nothing to change." in again.stdout and "22 kept." in again.stdout
     assert stack.enqueuer("setup", "--apply").returncode == 0  # a second apply changes nothing
     assert "Nothing was changed." in stack.enqueuer("setup", "--apply").stdout
 
@@ -315,6 +338,23 @@ def test_without_the_rights_to_read_the_plan_says_what_it_cannot_see(tmp_path):
 
 
 
+def test_without_the_project_number_the_service_agent_grant_is_described(stack):
+    settings = stack.settings()
+    c = SetupClients.build(settings)
+    # Resource Manager shows nothing of the project (its number included) to this one.
+    c.projects = clients.projects_client(settings, "user:stranger@example.com")
+    plan = make_plan(settings, c)
+    (agent,) = [ch for ch in plan.changes if "service agent" in ch.what]
+    assert agent.status == "unknown"
+    assert "service-PROJECT_NUMBER@gcp-sa-cloudtasks.iam.gserviceaccount.com" in agent.what
+    assert "resourcemanager.projects.get" in agent.detail
+    assert agent.to_dict()["role"] == "roles/iam.serviceAccountTokenCreator"
+    check_command(agent.gcloud)
+    # apply_plan cannot make it (the agent has no name yet) and does not try.
+    alone = SetupPlan(plan.principal, plan.project, plan.workers, [agent])
+    assert apply_plan(alone, c, as_admin()) == []
+
+
 def test_the_dev_stack_is_what_setup_makes(tmp_path):
     state = tmp_path / "state"
     proc, _ = start_dev(state, "--no-api", "--no-dashboard")
@@ -329,6 +369,6 @@ def test_the_dev_stack_is_what_setup_makes(tmp_path):
                                  capture_output=True, text=True, timeout=60, env=env)
         assert applied.returncode == 0, applied.stdout + applied.stderr
         assert "Nothing was changed." in applied.stdout
-        assert applied.stdout.rstrip().endswith("\n39 pass")
+        assert applied.stdout.rstrip().endswith(f"\n{3 * len(RUN_CHECKS)} pass"), applied.stdout
     finally:
         assert stop_dev(proc) == 0

@@ -36,7 +36,8 @@ max_retry_duration_s = 86400
 
 
 def test_each_account_gets_only_what_it_needs_on_the_resource_itself(settings):
-    state = desired_state(settings, load_registry(settings), SERVICES)
+    state = desired_state(settings, load_registry(settings), SERVICES,
+                          project_number="123456789012")
     api = "serviceAccount:enqueuer-api@acme.iam.gserviceaccount.com"
     dash = "serviceAccount:enqueuer-dashboard@acme.iam.gserviceaccount.com"
     caller = "serviceAccount:caller@acme.iam.gserviceaccount.com"
@@ -47,12 +48,19 @@ def test_each_account_gets_only_what_it_needs_on_the_resource_itself(settings):
     sa = "caller@acme.iam.gserviceaccount.com"
     assert ("service_account", sa, "roles/iam.serviceAccountUser", api) in grants
     assert ("service_account", sa, "roles/iam.serviceAccountUser", dash) in grants
+    # Cloud Tasks mints the tasks' tokens as the caller account; the Probe mints as it too,
+    # and the diagnostics read who may (the service_agent check).
+    agent = "serviceAccount:service-123456789012@gcp-sa-cloudtasks.iam.gserviceaccount.com"
+    assert ("service_account", sa, "roles/iam.serviceAccountTokenCreator", agent) in grants
+    assert ("service_account", sa, "roles/iam.serviceAccountOpenIdTokenCreator", dash) in grants
+    assert ("service_account", sa, "roles/iam.serviceAccountViewer", dash) in grants
     assert ("run_service", "brain", "roles/run.invoker", caller) in grants
     assert ("run_service", "testi", "roles/run.invoker", caller) in grants
     assert ("project", "acme", "roles/run.viewer", dash) in grants
     # Nothing on the project for Cloud Tasks: the roles sit on each queue.
     assert not [g for g in state.grants if g.scope == "project" and "cloudtasks" in g.role]
-    assert len(grants) == len(state.grants) == 12
+    assert len(grants) == len(state.grants) == 15
+    assert state.agent_unknown is None
     assert [a.email for a in state.accounts] == [
         "caller@acme.iam.gserviceaccount.com", "enqueuer-api@acme.iam.gserviceaccount.com",
         "enqueuer-dashboard@acme.iam.gserviceaccount.com"]
@@ -138,3 +146,25 @@ def test_a_queue_configuration_google_would_refuse_is_refused_at_load(tmp_path, 
     workers.write_text("[workers.brain]\nrate_limits = { max_dispatches_per_second = 501 }\n")
     with pytest.raises(ConfigError, match="max_dispatches_per_second"):
         load_registry(load_settings(**GOOGLE, workers_file=str(workers)))
+
+
+def test_the_service_agent_is_named_by_the_project_number_or_its_grant_is_described(settings):
+    known = desired_state(settings, load_registry(settings), SERVICES,
+                          project_number="123456789012")
+    (grant,) = [g for g in known.grants if g.role == "roles/iam.serviceAccountTokenCreator"]
+    assert grant.gcloud() == (
+        "gcloud iam service-accounts add-iam-policy-binding caller@acme.iam.gserviceaccount.com "
+        "--member=serviceAccount:service-123456789012@gcp-sa-cloudtasks.iam.gserviceaccount.com "
+        "--role=roles/iam.serviceAccountTokenCreator --project=acme")
+    assert "Cloud Tasks mints the tasks' OIDC tokens as it" in grant.what
+    assert check_command(grant.gcloud()) == ["iam", "service-accounts", "add-iam-policy-binding"]
+
+    # Without the number (Resource Manager would not show it) the grant cannot be made: it is
+    # described, with the command that shows the number.
+    unknown = desired_state(settings, load_registry(settings), SERVICES)
+    assert not [g for g in unknown.grants if g.role == "roles/iam.serviceAccountTokenCreator"]
+    agent = unknown.agent_unknown
+    assert agent is not None
+    assert "service-PROJECT_NUMBER@gcp-sa-cloudtasks.iam.gserviceaccount.com" in agent.what
+    assert "gcloud projects describe acme --format=value(projectNumber)" in agent.what
+    assert check_command(agent.gcloud()) == ["iam", "service-accounts", "add-iam-policy-binding"]
