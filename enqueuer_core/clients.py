@@ -1,5 +1,5 @@
-"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin, Resource Manager, Cloud
-Logging), built from the settings: Google itself, or the emulator.
+"""The Google clients (Cloud Tasks, Cloud Run Admin, IAM Admin, IAM Credentials, Resource
+Manager, Cloud Logging), built from the settings: Google itself, or the emulator.
 
 With ``CLOUD_TASKS_EMULATOR_HOST`` every call goes over plaintext gRPC to the emulator and no
 Google credentials are needed; otherwise the clients use Application Default Credentials.
@@ -22,8 +22,11 @@ import google.auth.jwt
 import google.auth.transport.requests
 import grpc
 from google.api_core import gapic_v1, grpc_helpers, grpc_helpers_async
-from google.cloud import iam_admin_v1, resourcemanager_v3, run_v2, tasks_v2
+from google.cloud import iam_admin_v1, iam_credentials_v1, resourcemanager_v3, run_v2, tasks_v2
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.iam_credentials_v1.services.iam_credentials.transports import (
+    IAMCredentialsGrpcTransport,
+)
 from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
 from google.cloud.logging_v2.services.logging_service_v2.transports import (
     LoggingServiceV2GrpcTransport,
@@ -198,6 +201,14 @@ def run_client(settings: Settings, acting_as: str | None = None) -> run_v2.Servi
 def iam_client(settings: Settings, acting_as: str | None = None) -> iam_admin_v1.IAMClient:
     """IAM Admin v1 (service accounts and their policies): Google, or the emulator."""
     return _client(settings, iam_admin_v1.IAMClient, IAMGrpcTransport, acting_as=acting_as)
+
+
+def credentials_client(settings: Settings, acting_as: str | None = None,
+                       ) -> iam_credentials_v1.IAMCredentialsClient:
+    """IAM Credentials v1 (ID tokens minted as a service account, for the probe): Google,
+    or the emulator."""
+    return _client(settings, iam_credentials_v1.IAMCredentialsClient,
+                   IAMCredentialsGrpcTransport, acting_as=acting_as)
 
 
 def projects_client(settings: Settings,

@@ -10,7 +10,8 @@ The workers file's ``[access]`` maps principals, in IAM's member syntax, to role
     [workers.brain]
     enqueuers = ["serviceAccount:intake@acme.iam.gserviceaccount.com"]  # only these enqueue
 
-``viewer`` reads every page and list; ``operator`` also enqueues, runs and deletes tasks;
+``viewer`` reads every page and list; ``operator`` also enqueues, runs and deletes tasks
+and probes the workers' doors (``diagnose --probe``: a signed GET to each worker);
 ``admin`` also pauses, resumes and purges queues and runs ``setup --apply``. A worker with
 ``enqueuers`` takes jobs from exactly those members (roles do not widen it), and each of
 them may read what the API shows (``GET /workers``). A principal matched by several lines
@@ -53,6 +54,7 @@ class Action(StrEnum):
     RESUME = "resume"
     PURGE = "purge"
     SETUP = "setup_apply"
+    PROBE = "probe"
 
     @property
     def needs(self) -> Role:
@@ -66,11 +68,12 @@ class Action(StrEnum):
 
 _NEEDS = {Action.READ: Role.VIEWER, Action.ENQUEUE: Role.OPERATOR, Action.RUN: Role.OPERATOR,
           Action.DELETE: Role.OPERATOR, Action.PAUSE: Role.ADMIN, Action.RESUME: Role.ADMIN,
-          Action.PURGE: Role.ADMIN, Action.SETUP: Role.ADMIN}
+          Action.PURGE: Role.ADMIN, Action.SETUP: Role.ADMIN, Action.PROBE: Role.OPERATOR}
 _DOING = {Action.READ: "reading Enqueuer's pages and lists", Action.ENQUEUE: "enqueuing a job",
           Action.RUN: "running a task now", Action.DELETE: "deleting a task",
           Action.PAUSE: "pausing a queue", Action.RESUME: "resuming a queue",
-          Action.PURGE: "purging a queue", Action.SETUP: "applying `enqueuer setup`"}
+          Action.PURGE: "purging a queue", Action.SETUP: "applying `enqueuer setup`",
+          Action.PROBE: "probing the workers' doors with a real request"}
 ROLE_NAMES = {r.label: r for r in Role}
 
 ALL_USERS, ALL_AUTHENTICATED = "allUsers", "allAuthenticatedUsers"

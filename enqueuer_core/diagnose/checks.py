@@ -14,6 +14,7 @@ from enqueuer_core import iam_policies
 from enqueuer_core.calls import Got
 from enqueuer_core.cloud_run import normalized, short_name
 from enqueuer_core.config import MAX_DEADLINE_S, MIN_DEADLINE_S, base_url
+from enqueuer_core.diagnose import capacity, routing, service_agent
 from enqueuer_core.diagnose.gather import Diagnosis
 from enqueuer_core.diagnose.result import Status
 from enqueuer_core.inspect import TaskSnapshot
@@ -31,8 +32,12 @@ CHECKS: list[tuple[str, str]] = [
     ("invoker", "Caller account may invoke the service"),
     ("act_as", "Enqueuer may act as the caller account"),
     ("create_tasks", "Enqueuer may create tasks on the queue"),
+    ("service_agent", service_agent.TITLE),
     ("queue", "Queue exists and is running"),
+    ("queue_target", "Queue routing leaves the worker's URL and token"),
+    ("capacity", capacity.TITLE),
     ("queue_failures", "Tasks in the queue are not failing"),
+    ("probe", "A real request gets through the door"),  # only when asked for (probe.py)
 ]
 TITLES = dict(CHECKS)
 # What a failing last attempt means, by the code most failing tasks share.
@@ -300,6 +305,10 @@ def _queue_failures(d: Diagnosis, spec: WorkerSpec) -> Verdict:
     evidence = f"{count} of {len(answered)} tasks' last attempt: {code}"
     if len(codes) > 1:
         evidence += f" ({seen})"
+    if str(code) in ("429", "RESOURCE_EXHAUSTED") and count * 2 >= len(failing):
+        # Cloud Run's "no available instance": retried with backoff, so a warning.
+        return ("warn", evidence + ": Cloud Run had no free instance: the queue pushes more "
+                "requests at once than the service takes", "see the capacity check")
     cause = _CAUSES.get(str(code))
     if cause is None or count * 2 < len(failing):
         return "warn", evidence + ": the worker's own answer", None
@@ -329,4 +338,7 @@ RUNNERS: dict[str, Callable[[Diagnosis, WorkerSpec], Verdict]] = {
     "ingress": _ingress, "deadline_vs_timeout": _deadline_vs_timeout, "invoker": _invoker,
     "act_as": _act_as, "create_tasks": _create_tasks, "queue": _queue,
     "queue_failures": _queue_failures,
+    "service_agent": service_agent.service_agent,
+    "capacity": capacity.capacity,
+    "queue_target": routing.queue_target,
 }

@@ -9,15 +9,15 @@ from typing import Any, TypeVar
 from google.cloud import run_v2, tasks_v2
 from google.iam.v1 import iam_policy_pb2
 
-from enqueuer_core import cloud_run, iam_policies
+from enqueuer_core import cloud_run, iam_policies, setting_names
 from enqueuer_core.calls import ClientError, Got, call
 from enqueuer_core.config import Settings
+from enqueuer_core.diagnose.target import EffectiveTarget, effective_target
 from enqueuer_core.inspect import TaskSnapshot
+from enqueuer_core.setup.plan import project_number
 from enqueuer_core.workers import WorkerSpec
 
 T = TypeVar("T")
-# The settings suffix of each built-in worker: AUD_BRAIN, URL_TESTI, ...
-_SHORT = {"brain": "BRAIN", "testimonios": "TESTI", "transcripciones": "TRANS"}
 
 
 class Diagnosis:
@@ -34,6 +34,9 @@ class Diagnosis:
         self.enqueuers = enqueuers or []
         self.timeout = timeout_s
         self.location = f"projects/{settings.project_id}/locations/{settings.tasks_region}"
+        # Each queue's listed tasks' last attempts that got an answer (the capacity check
+        # times them); filled by _list_tasks.
+        self.attempts: dict[str, list[tasks_v2.Attempt]] = {}
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -41,12 +44,15 @@ class Diagnosis:
         queues = sorted({spec.queue for spec in self.specs})
         services = pool.submit(self._list_services)
         if self.enqueuers:
-            act_as = pool.submit(self._caller_policy)
+            act_as = caller_policy = pool.submit(self._caller_policy)
             create = {q: pool.submit(self._queue_policy, q) for q in queues}
-            project = pool.submit(self._project_policy)
         else:
             act_as = pool.submit(self._act_as)
             create = {q: pool.submit(self._test_queue, q) for q in queues}
+            # Who may mint tokens as the caller account (the service_agent check).
+            caller_policy = pool.submit(self._caller_policy)
+        project = pool.submit(self._project_policy)
+        number = pool.submit(self._project_number)
         got_queue = {q: pool.submit(self._get_queue, q) for q in queues}
         listed = {q: pool.submit(self._list_tasks, q) for q in queues}
         self.services: Got = services.result()
@@ -58,7 +64,13 @@ class Diagnosis:
         self.listed = {q: f.result() for q, f in listed.items()}
         self.policies = {name: f.result() for name, f in policies.items()}
         # Grants on the project count too; unreadable, only the resources' own are seen.
-        self.project_policy = project.result() if self.enqueuers else Got()
+        self.project_policy: Got = project.result()
+        self.caller_policy: Got = caller_policy.result()
+        self.project_number: Got = number.result()  # names the Cloud Tasks service agent
+
+    def _project_number(self) -> Got:
+        return project_number(self._client(self.projects, "Resource Manager API"),
+                              self.s.project_id or "", self.timeout)
 
     def _client(self, client: Any, what: str) -> Any:
         if isinstance(client, Got):
@@ -115,11 +127,15 @@ class Diagnosis:
             retry=None, timeout=self.timeout))
 
     def _list_tasks(self, queue: str) -> Got:
-        return call("Cloud Tasks", lambda: [
-            TaskSnapshot.from_task(t) for t in self._client(self.tasks, "Cloud Tasks")
-            .list_tasks(request=tasks_v2.ListTasksRequest(
-                parent=self.s.queue_path(queue), page_size=1000),
-                retry=None, timeout=self.timeout).tasks])
+        def read() -> list[TaskSnapshot]:
+            tasks = self._client(self.tasks, "Cloud Tasks").list_tasks(
+                request=tasks_v2.ListTasksRequest(parent=self.s.queue_path(queue),
+                                                  page_size=1000),
+                retry=None, timeout=self.timeout).tasks
+            self.attempts[queue] = [t.last_attempt for t in tasks
+                                    if t.last_attempt.response_time]
+            return [TaskSnapshot.from_task(t) for t in tasks]
+        return call("Cloud Tasks", read)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -128,24 +144,25 @@ class Diagnosis:
         svc = self.service(spec)
         return svc.name if svc is not None else None
 
+    def target(self, spec: WorkerSpec) -> EffectiveTarget:
+        """Where ``spec``'s tasks really go, after its queue's http_target (none assumed when
+        the queue could not be read)."""
+        queue = self.queues.get(spec.queue)
+        return effective_target(spec, self.s.caller_sa, queue.value if queue else None)
+
     def service(self, spec: WorkerSpec) -> run_v2.Service | None:
         if self.services.value is None:
             return None
         return cloud_run.service_for(self.services.value, spec.url)
 
     def env(self, spec: WorkerSpec, prefix: str, suffix: str = "") -> str:
-        short = _SHORT.get(spec.name)
-        if short is None:
-            return f"[workers.{spec.name}] {prefix.lower()} in the workers file"
-        return f"{prefix}_{short}{suffix}"
+        """Where the worker's setting is (``AUD_BRAIN``, or its workers file field);
+        ``prefix``: AUD, URL, DEADLINE or QUEUE (``suffix`` is implied by it)."""
+        return str(setting_names.by_prefix(spec, prefix, self.s))
 
     def setting(self, spec: WorkerSpec, prefix: str, value: object, suffix: str = "") -> str:
-        short = _SHORT.get(spec.name)
-        if short is None:
-            field = {"AUD": "audience", "URL": "url", "DEADLINE": "deadline_s"}[prefix]
-            shown = f'"{value}"' if isinstance(value, str) else value
-            return f"{field} = {shown} in [workers.{spec.name}] of the workers file"
-        return f"{prefix}_{short}{suffix}={value}"
+        """The setting with ``value``: ``AUD_BRAIN=...``, or the workers file's line."""
+        return setting_names.by_prefix(spec, prefix, self.s).assign(value)
 
     @property
     def where(self) -> str:

@@ -154,6 +154,14 @@ def test_dev_stack_runs_the_readme_curl_to_a_verified_delivery(dev_stack):
                                                         "ENQUEUER_STATE": str(state)})
     assert queues.returncode == 0, queues.stderr
     assert {q["queue_id"] for q in json.loads(queues.stdout)} >= {"queue-brain"}
+    # And proves every worker reachable: a signed GET through each one's door.
+    probed = subprocess.run([ENQUEUER, "--local", "diagnose", "--probe", "--json"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ENQUEUER_STATE": str(state)})
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    proofs = {r["worker"]: r for r in json.loads(probed.stdout) if r["check"] == "probe"}
+    assert set(proofs) == set(profile["services"]) and all(
+        r["status"] == "pass" and r["evidence"].startswith("proven: ") for r in proofs.values())
 
     # The lines the stack prints work as printed, pasted into a shell where it was started.
     said = "".join(lines)
