@@ -161,13 +161,14 @@ def fragment(body: F, run_every: float | None = None) -> F:
     return st.fragment(run_every=run_every)(run)  # type: ignore[return-value]
 
 
-def acting() -> Acting:
+def acting(policy: AccessPolicy | None = None) -> Acting:
     """Who acts in this run: the visitor the gate let in, for every change a page asks of
-    ``enqueuer_core`` (which decides, and writes the audit line)."""
+    ``enqueuer_core`` (which decides, and writes the audit line). ``policy``: the access
+    config when the page runs without a working Enqueuer (Diagnostics: ``gate_config``)."""
     who = st.session_state.get(_VISITOR)
     if who is None:  # pages run only behind the gate (dashboard.py): a bug, not a visitor
         raise RuntimeError("no visitor: the page ran without dashboard.py's gate")
-    return Acting(who.member, enqueuer().access, "dashboard",
+    return Acting(who.member, policy or enqueuer().access, "dashboard",
                   request_id=st.session_state.get(_REQUEST_ID) or uuid.uuid4().hex)
 
 

@@ -1,78 +1,33 @@
 """Diagnostics: every check of ``enqueuer_core.diagnose``, as a matrix of workers × checks.
 
 Below the matrix, per worker, each check that does not pass with its evidence and its fix.
-The checks run when the page is opened and on "Re-run" (not on every widget change: they
-call Google's APIs). Settings are read leniently, from the environment as it is now, so that
-a broken value is a failed check with its fix rather than a refusal.
+The checks run when the page is opened, on "Re-run" and after a Fix (not on every widget
+change: they call Google's APIs). Settings are read leniently, from the environment as it is
+now, so that a broken value is a failed check with its fix rather than a refusal.
+
+Operators and admins may "Probe" the workers (a real GET through each one's door: the
+``probe`` column); an admin gets a "Fix" button on each failing check ``enqueuer setup`` can
+repair (``pages/diagnostics_actions.py``).
 
 Addressed as `/diagnostics?check=ID`: a check of ``diagnose.CHECKS``, or a cause the Queues
-page links with (`audience`, `invoker`, `url`, `deadline`), which highlights its columns.
+page links with (``diagnose.links.CAUSES``: `audience`, `invoker`, `url`, `deadline`,
+`capacity`), which highlights its columns.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections import Counter
-from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
 
-from enqueuer_core.config import load_settings
-from enqueuer_core.diagnose import CHECKS, CheckResult, diagnose, worst
-from enqueuer_core.errors import EnqueuerError
-from pages import common
+from enqueuer_core.access import Acting
+from enqueuer_core.diagnose import CHECKS, CheckResult, worst
+from enqueuer_core.diagnose.links import focused_checks
+from pages import common, diagnostics_actions, marks
+from pages.diagnostics_actions import FILTER_KEY
 
-MARK = {"pass": "✅", "warn": "⚠️", "fail": "❌", "unknown": "❔"}
-COLOR = {"pass": "green", "warn": "orange", "fail": "red", "unknown": "gray"}
-CELL_STYLE = {"pass": "background-color: #d3f9d8", "warn": "background-color: #fff3bf",
-              "fail": "background-color: #ffc9c9", "unknown": "background-color: #e9ecef"}
 FOCUS_STYLE = "; font-weight: bold; border: 2px solid #1c7ed6"  # the linked check
-# The causes the Queues page names (explain.py) and the checks that confirm each.
-CAUSES = {"audience": ("audience", "audience_accepted"), "url": ("url_scheme", "service"),
-          "deadline": ("deadline", "deadline_vs_timeout"), "invoker": ("invoker",)}
-FILTER_KEY = "diagnostics_workers"
-RESULTS_KEY = "_diagnostics"
-
-
-@dataclass(frozen=True)
-class Run:
-    results: list[CheckResult]
-    at: dt.datetime
-    took_s: float
-    error: str | None = None
-
-
-def run_checks() -> Run:
-    """Every check for every worker; an exception becomes the run's error, never a crash."""
-    started, at = time.monotonic(), dt.datetime.now(dt.UTC)
-    try:
-        settings = load_settings(lenient=True)
-        results = diagnose(settings)
-    except EnqueuerError as e:
-        return Run([], at, time.monotonic() - started, f"{e.message} ({e.code})")
-    except Exception as e:  # any failure is shown as a message, never a traceback
-        return Run([], at, time.monotonic() - started, f"{type(e).__name__}: {e}")
-    return Run(results, at, time.monotonic() - started)
-
-
-def current_run(rerun: bool) -> Run:
-    # The filter's widget state is dropped when another page runs: its absence means the
-    # page was just opened, so the checks run then, on "Re-run", and not on other clicks.
-    opened = FILTER_KEY not in st.session_state
-    if rerun or opened or RESULTS_KEY not in st.session_state:
-        with st.spinner("Running the checks…"):
-            st.session_state[RESULTS_KEY] = run_checks()
-    return st.session_state[RESULTS_KEY]
-
-
-def focused_checks(param: str | None) -> tuple[str, ...]:
-    if not param:
-        return ()
-    if param in CAUSES:
-        return CAUSES[param]
-    return (param,) if param in dict(CHECKS) else ()
 
 
 def _md(text: str) -> str:
@@ -82,21 +37,27 @@ def _md(text: str) -> str:
     return text
 
 
+def _order(check: str) -> int:
+    # CHECKS order; a check it does not list (the probe, before it is registered) last.
+    return next((i for i, (c, _) in enumerate(CHECKS) if c == check), len(CHECKS))
+
+
 # -- the matrix -----------------------------------------------------------------------------
 
 
 def summary(results: list[CheckResult]) -> None:
     status = worst(results)
     counts = Counter(r.status for r in results)
-    parts = " · ".join(f"{MARK[s]} {counts[s]} {s}" for s in MARK if counts[s])
+    parts = " · ".join(f"{marks.colored(s, f'{counts[s]} {s}')}"
+                       for s in marks.STATUSES if counts[s])
     workers = len({r.worker for r in results})
-    st.markdown(f"**Worst: :{COLOR[status]}[{MARK[status]} {status}]** — {len(results)} "
-                f"checks over {workers} worker(s): {parts}")
+    st.markdown(f"**Worst: {marks.colored(status)}** — {len(results)} checks over "
+                f"{workers} worker(s): {parts}")
 
 
 def matrix(results: list[CheckResult], workers: list[str], focus: tuple[str, ...]) -> None:
     by_cell = {(r.worker, r.check): r.status for r in results}
-    checks = [c for c, _ in CHECKS if any(r.check == c for r in results)]
+    checks = sorted({r.check for r in results}, key=_order)
     statuses = pd.DataFrame(
         [[by_cell.get((w, c), "unknown") for c in checks] for w in workers],
         index=pd.Index(workers, name="worker"), columns=checks)
@@ -104,17 +65,17 @@ def matrix(results: list[CheckResult], workers: list[str], focus: tuple[str, ...
     def style(column: pd.Series) -> list[str]:
         # The status's colour; the linked check's column outlined.
         extra = FOCUS_STYLE if column.name in focus else ""
-        return [CELL_STYLE[s] + extra for s in column]
+        return [marks.CELL_STYLE[s] + extra for s in column]
 
-    titles = dict(CHECKS)
-    shown = statuses.map(MARK.__getitem__)
+    titles = dict(CHECKS) | {r.check: r.title for r in results}
+    shown = statuses.map(marks.cell)
     st.dataframe(
         shown.style.apply(lambda col: style(statuses[col.name]), axis=0),
         column_config={c: st.column_config.TextColumn(
-            ("🔎 " if c in focus else "") + c, help=titles[c], width="small")
+            (marks.FOCUS_HEADER if c in focus else "") + c, help=titles[c], width="small")
             for c in checks},
         key="diagnostics_matrix")
-    st.caption(" · ".join(f"{m} {s}" for s, m in MARK.items()) +
+    st.caption(" · ".join(marks.CELL[s] for s in marks.STATUSES) +
                " — hover a column's name for what it checks.")
 
 
@@ -128,35 +89,55 @@ def result_body(r: CheckResult) -> None:
         st.code(r.fix, language=None, wrap_lines=True)
 
 
-def worker_details(worker: str, results: list[CheckResult], focus: tuple[str, ...]) -> None:
-    order = {c: i for i, (c, _) in enumerate(CHECKS)}
-    mine = sorted((r for r in results if r.worker == worker), key=lambda r: order.get(r.check, 99))
-    status = worst(mine)
-    st.markdown(f"#### {worker} :{COLOR[status]}-badge[{MARK[status]} {status}]")
+def worker_details(worker: str, results: list[CheckResult], focus: tuple[str, ...],
+                   acting: Acting) -> None:
+    mine = sorted((r for r in results if r.worker == worker), key=lambda r: _order(r.check))
+    st.markdown(f"#### {worker} {marks.badge(worst(mine))}")
     passing = [r for r in mine if r.status == "pass"]
     for r in mine:
         if r.status == "pass":
             continue
-        marker = "🔎 " if r.check in focus else ""
-        with st.expander(f"{MARK[r.status]} {marker}**{r.title}** · `{r.check}` · "
-                         f":{COLOR[r.status]}[{r.status}]",
+        # The mark in the label itself: an expander's own icon gives way to its chevron
+        # while it is open or hovered.
+        marker = f"{marks.FOCUS_ICON} " if r.check in focus else ""
+        with st.expander(f"{marks.icon(r.status)} {marker}**{r.title}** · "
+                         f"`{r.check}` · :{marks.COLOR[r.status]}[{r.status}]",
                          expanded=r.status == "fail" or r.check in focus):
             result_body(r)
+            diagnostics_actions.fix_controls(r, acting)
     if passing:
-        with st.expander(f"✅ {len(passing)} passing: "
+        with st.expander(f"{marks.icon('pass')} {len(passing)} passing: "
                          + ", ".join(r.check for r in passing)):
             for r in passing:
-                st.markdown(f"✅ **{r.title}** (`{r.check}`): {_md(r.evidence)}")
+                st.markdown(f"{marks.icon('pass')} **{r.title}** "
+                            f"(`{r.check}`): {_md(r.evidence)}")
+
+
+def linked(param: str | None, focus: tuple[str, ...], results: list[CheckResult]) -> None:
+    """Say which checks a link points at, and where they do not pass."""
+    if param and not focus:
+        st.warning(f"No check is called `{param}`: the checks are "
+                   f"{', '.join(f'`{c}`' for c, _ in CHECKS)}.")
+    elif focus:
+        titles = dict(CHECKS)
+        bad = [r for r in results if r.check in focus and r.status != "pass"]
+        where = ", ".join(f"{r.worker} ({marks.colored(r.status)})" for r in bad)
+        st.info(f"Linked check: **{', '.join(titles.get(c, c) for c in focus)}** — "
+                + (f"not passing for {where}." if bad else "passing for every worker shown."),
+                icon=marks.FOCUS_ICON)
 
 
 def main() -> None:
     # Not common.enqueuer(): settings that cannot work are what this page reports.
     common.through_the_entry()
+    _, policy, _ = common.gate_config()
+    acting = common.acting(policy)
     st.title("Diagnostics")
     st.caption("Every worker checked against its configuration, its Cloud Run service, IAM "
                "and its queue, from the same Google APIs the enqueuer uses.")
+    common.show_flashes()
     rerun = st.button("Re-run", key="diagnostics_rerun", icon=":material/refresh:")
-    run = current_run(rerun)
+    run = diagnostics_actions.current_run(rerun)
     if run.error:
         st.error(f"The checks could not run: {run.error}", icon=":material/error:")
         return
@@ -164,28 +145,21 @@ def main() -> None:
 
     everyone = list(dict.fromkeys(r.worker for r in run.results))
     workers = st.multiselect("Workers", everyone, default=everyone, key=FILTER_KEY)
+    if diagnostics_actions.probe_controls(workers, acting):
+        run = st.session_state[diagnostics_actions.RESULTS_KEY]
     results = [r for r in run.results if r.worker in workers]
 
     param = st.query_params.get("check")
     focus = focused_checks(param)
-    if param and not focus:
-        st.warning(f"No check is called `{param}`: the checks are "
-                   f"{', '.join(f'`{c}`' for c, _ in CHECKS)}.")
-    elif focus:
-        titles = dict(CHECKS)
-        bad = [r for r in results if r.check in focus and r.status != "pass"]
-        where = ", ".join(f"{r.worker} ({MARK[r.status]} {r.status})" for r in bad)
-        st.info(f"Linked check: **{', '.join(titles[c] for c in focus)}** — "
-                + (f"not passing for {where}." if bad else "passing for every worker shown."),
-                icon=":material/search:")
+    linked(param, focus, results)
     if not results:
         st.info("No worker selected.")
         return
     summary(results)
     matrix(results, workers, focus)
     for worker in workers:
-        with st.container(border=True):
-            worker_details(worker, results, focus)
+        with st.container(border=True, key=f"worker-{worker}"):  # .st-key-worker-NAME
+            worker_details(worker, results, focus, acting)
 
 
 main()

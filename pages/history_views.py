@@ -21,7 +21,7 @@ from enqueuer_core import history
 from enqueuer_core.clients import logging_client, principal
 from enqueuer_core.errors import EnqueuerError, translate_google_errors
 from enqueuer_core.inspect import READ_RETRY
-from pages import common
+from pages import common, marks
 
 LOG_TTL_S = 15
 CHART_WINDOW = dt.timedelta(hours=1)
@@ -103,7 +103,7 @@ def _outcome(record: history.AttemptRecord) -> str:
     if record.status == "OK":
         return "succeeded"
     if record.final:
-        return "✖ failed for good"
+        return marks.FAILED_FOR_GOOD
     return f"retry at {common.utc(record.retry_time)}" if record.retry_time else "failed"
 
 

@@ -149,8 +149,10 @@ def task_detail(name: str, workers: list[WorkerSpec]) -> None:
 def failure(detail: TaskDetail, workers: list[WorkerSpec]) -> None:
     """The likely cause of the last failure, its fix, and the check that proves it."""
     t = detail.snapshot
+    settings = common.enqueuer().settings
     explanation = explain_failure(t.last_response_code, t.last_response_message,
-                                  worker_for(t, workers), common.enqueuer().settings.caller_sa)
+                                  worker_for(t, workers), settings.caller_sa,
+                                  settings=settings)
     if not explanation:
         return
     st.error(f"**{explanation.headline}**\n\n{explanation.detail}\n\n"

@@ -174,7 +174,7 @@ def test_a_task_that_failed_for_good_shows_every_attempt_with_the_final_failure_
     table = next(d.value for d in at.dataframe if "outcome" in d.value.columns)
     responses = table[table["event"] == "answered"]
     assert responses["dispatch"].to_list() == [1, 2]
-    assert responses["outcome"].to_list()[-1] == "✖ failed for good"
+    assert responses["outcome"].to_list()[-1] == "✗ failed for good"
     assert responses["outcome"].to_list()[0].startswith("retry at")
     assert "Failed for good" in texts(at.error)
     replay = next(p for p in at.page_link if p.label == "Replay it from Dead letters")
@@ -290,14 +290,14 @@ def test_activity_answers_what_happened_to_a_job(hist: History):
     at = hist.dash.app(ACTIVITY, task=hist.hashed)
     assert not at.exception, at.exception
     table = _attempts_table(at)
-    assert table is not None and table["outcome"].to_list()[-1] == "✖ failed for good"
+    assert table is not None and table["outcome"].to_list()[-1] == "✗ failed for good"
     # The key it was enqueued with is enough: the task is named from it.
     at.selectbox(key="act_job_queue").set_value(hist.queue_id("brain"))
     at.text_input(key="act_task").input(hist.full_key).run()
     assert not at.exception, at.exception
     assert f"Task `{hist.full}`" in texts(at.caption)
     table = _attempts_table(at)
-    assert table is not None and table["outcome"].to_list()[-1] == "✖ failed for good"
+    assert table is not None and table["outcome"].to_list()[-1] == "✗ failed for good"
     # A key nothing was enqueued with: no attempts, said so, no error.
     at.text_input(key="act_task").input("never-enqueued").run()
     assert not at.exception and _attempts_table(at) is None and not at.error
