@@ -21,7 +21,7 @@ from tests.enqueuer_core.test_setup import (
     DASHBOARD_SA,
     PROJECT,
     SetupStack,
-    start,
+    set_up,
     tasks_agent,
 )
 from tests.gcloud_cli import check_command
@@ -32,15 +32,8 @@ TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[SetupStack]:
-    """Set up by `enqueuer setup`; diagnostics run as the dashboard's account, as there."""
-    em, stack = start(tmp_path_factory.mktemp("agent"), principal=DASHBOARD_SA)
-    try:
-        settings = stack.settings()
-        c = SetupClients.build(settings)
-        apply_plan(make_plan(settings, c), c, as_admin())
+    with set_up(tmp_path_factory.mktemp("agent")) as stack:
         yield stack
-    finally:
-        em.stop()
 
 
 def check(stack: SetupStack, **clients_as: object) -> CheckResult:

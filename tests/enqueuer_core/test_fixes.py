@@ -17,7 +17,7 @@ from enqueuer_core.access import Acting, Action, local_policy
 from enqueuer_core.diagnose import CheckResult, diagnose
 from enqueuer_core.diagnose.fixes import FIXABLE, apply_fix, fix_for
 from enqueuer_core.errors import Forbidden
-from enqueuer_core.setup import SetupClients, apply_plan, make_plan
+from enqueuer_core.setup import SetupClients
 from tests.acting import as_admin
 from tests.enqueuer_core.test_setup import (
     CALLER,
@@ -26,7 +26,7 @@ from tests.enqueuer_core.test_setup import (
     PROJECT,
     REGION,
     SetupStack,
-    start,
+    set_up,
 )
 
 BRAIN = f"{LOCATION}/services/brain"
@@ -34,15 +34,8 @@ BRAIN = f"{LOCATION}/services/brain"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[SetupStack]:
-    """Set up by `enqueuer setup`; diagnostics run as the dashboard's account, as there."""
-    em, stack = start(tmp_path_factory.mktemp("fixes"), principal=DASHBOARD_SA)
-    try:
-        settings = stack.settings()
-        c = SetupClients.build(settings)
-        apply_plan(make_plan(settings, c), c, as_admin())
+    with set_up(tmp_path_factory.mktemp("fixes")) as stack:
         yield stack
-    finally:
-        em.stop()
 
 
 def results(stack: SetupStack, **overrides: object) -> dict[str, CheckResult]:

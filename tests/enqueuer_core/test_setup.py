@@ -6,8 +6,10 @@ stops with the permission's name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +114,20 @@ def start(tmp_path: Path, operator_roles: tuple[str, ...] = OPERATOR_ROLES,
     if workers_file:
         env["WORKERS_FILE"] = workers_file
     return em, SetupStack(em.target, env)
+
+
+@contextlib.contextmanager
+def set_up(tmp_path: Path) -> Iterator[SetupStack]:
+    """A stack `enqueuer setup --apply` has set up; diagnostics run as the dashboard's
+    account, as they do in production."""
+    em, stack = start(tmp_path, principal=DASHBOARD_SA)
+    try:
+        settings = stack.settings()
+        c = SetupClients.build(settings)
+        apply_plan(make_plan(settings, c), c, as_admin())
+        yield stack
+    finally:
+        em.stop()
 
 
 @pytest.fixture
