@@ -104,7 +104,8 @@ def test_history_and_dead_show_what_happened_in_text_and_json(stack, worker, cap
     text = run(stack, "history", short, check=0).stdout
     assert task in text and "NOT_FOUND" in text and "never (final)" in text
     assert "Failed for good" in text and "404" in text
-    assert "URL_* for brain" in text and f"enqueuer replay {short}" in text  # its worker's fix
+    assert "Set URL_BRAIN to the real endpoint of brain" in text  # its worker's fix
+    assert f"enqueuer replay {short}" in text
     answer = as_json(stack, "history", short)
     assert answer["task"] == task
     assert [a["event"] for a in answer["attempts"]] == [
