@@ -45,3 +45,12 @@ def call(api: str, fn: Callable[[], T]) -> Got:
         return Got(error=str(e))
     except Exception as e:
         return Got(error=f"{api}: {type(e).__name__}: {e}")
+
+
+def built(factory: Callable[[Any], T], settings: Any, what: str) -> T | Got:
+    """``factory(settings)``, or a ``Got`` whose error says why ``what`` has no client (its
+    calls then answer with the reason: see ``ClientError``)."""
+    try:
+        return factory(settings)
+    except EnqueuerError as e:
+        return Got(error=f"{what}: {e.message}")

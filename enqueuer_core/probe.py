@@ -40,7 +40,7 @@ from google.cloud import tasks_v2
 
 from enqueuer_core import clients
 from enqueuer_core.access import Acting, Action, member_for_email
-from enqueuer_core.calls import Got, call
+from enqueuer_core.calls import Got, built, call
 from enqueuer_core.config import Settings, base_url
 from enqueuer_core.diagnose.checks import TITLES
 from enqueuer_core.diagnose.result import CheckResult, Status
@@ -72,8 +72,8 @@ def probe_workers(settings: Settings, acting: Acting, workers: list[str] | None 
     specs = [registry.get(w) for w in workers] if workers else list(registry)
     names = [s.name for s in specs]
     with acting.doing(Action.PROBE, f"projects/{settings.project_id}", workers=names) as record:
-        tasks = tasks_client or _build(clients.tasks_client, settings, "Cloud Tasks")
-        creds = credentials_client or _build(clients.credentials_client, settings,
+        tasks = tasks_client or built(clients.tasks_client, settings, "Cloud Tasks")
+        creds = credentials_client or built(clients.credentials_client, settings,
                                              "the IAM Credentials API")
         prober = Prober(settings, tasks, creds, timeout_s, queues or {}, services or {})
         with ThreadPoolExecutor(max_workers=min(16, len(specs) or 1),
@@ -82,12 +82,6 @@ def probe_workers(settings: Settings, acting: Acting, workers: list[str] | None 
         record["results"] = {r.worker: r.status for r in results}
     return results
 
-
-def _build(factory: Any, settings: Settings, what: str) -> Any:
-    try:
-        return factory(settings)
-    except EnqueuerError as e:
-        return Got(error=f"{what}: {e.message}")
 
 
 class Prober:

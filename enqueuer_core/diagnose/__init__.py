@@ -22,30 +22,22 @@ the enqueuer. Reading Cloud Run needs ``roles/run.viewer``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from enqueuer_core import clients
 from enqueuer_core import probe as probing
 from enqueuer_core.access import Acting, Action
-from enqueuer_core.calls import Got
+from enqueuer_core.calls import Got, built
 from enqueuer_core.cloud_run import short_name
 from enqueuer_core.config import LOCAL_PRINCIPAL, Settings
 from enqueuer_core.diagnose.checks import CHECKS, RUNNERS, TITLES
 from enqueuer_core.diagnose.gather import Diagnosis
 from enqueuer_core.diagnose.result import CheckResult, Status, worst
-from enqueuer_core.errors import EnqueuerError
 from enqueuer_core.workers import load_registry
 
 __all__ = ["CHECKS", "TITLES", "CheckResult", "Status", "diagnose", "worst"]
 
-
-def _build(factory: Callable[[Settings], Any], settings: Settings, what: str) -> Any:
-    try:
-        return factory(settings)
-    except EnqueuerError as e:
-        return Got(error=f"{what}: {e.message}")
 
 
 def diagnose(settings: Settings, workers: list[str] | None = None, *, tasks_client: Any = None,
@@ -72,14 +64,14 @@ def diagnose(settings: Settings, workers: list[str] | None = None, *, tasks_clie
         if acting.why_not(Action.PROBE):
             # Refused before any request, with the refusal's audit line.
             probing.probe_workers(settings, acting, [s.name for s in specs])
-    tasks = tasks_client or _build(clients.tasks_client, settings, "Cloud Tasks")
-    run = run_client or _build(clients.run_client, settings, "the Cloud Run Admin API")
-    iam = iam_client or _build(clients.iam_client, settings, "the IAM API")
+    tasks = tasks_client or built(clients.tasks_client, settings, "Cloud Tasks")
+    run = run_client or built(clients.run_client, settings, "the Cloud Run Admin API")
+    iam = iam_client or built(clients.iam_client, settings, "the IAM API")
     principal = None if isinstance(tasks, Got) else clients.principal(tasks)
     if principal is None and settings.on_emulator:
         principal = LOCAL_PRINCIPAL
     # The project's number and policy are read whoever runs it (the service_agent check).
-    projects = projects_client or _build(clients.projects_client, settings,
+    projects = projects_client or built(clients.projects_client, settings,
                                          "the Resource Manager API")
     d = Diagnosis(settings, specs, tasks, run, iam, principal, timeout_s, projects, enqueuers)
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="diagnose") as pool:
